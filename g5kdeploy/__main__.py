@@ -1,0 +1,3 @@
+from g5kdeploy.cli import main
+
+main()

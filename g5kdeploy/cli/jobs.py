@@ -1,0 +1,183 @@
+"""``g5k reserve``, ``g5k release`` and ``g5k status``: the life of a run's jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.status import Status
+from rich.table import Table
+
+from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings
+from g5kdeploy.credentials import resolve_endpoint
+from g5kdeploy.errors import ConfigError, G5kError
+from g5kdeploy.phases.release import release
+from g5kdeploy.phases.reserve import create_run, reserve
+from g5kdeploy.playbook import load_playbook
+from g5kdeploy.results import JobEntry, RunRecord
+from g5kdeploy.signals import terminate_as_interrupt
+from g5kdeploy.testbeds import testbed_for
+from g5kdeploy.walltime import format_duration
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("reserve")(reserve_command)
+    app.command("release")(release_command)
+    app.command("status")(status_command)
+
+
+@handle_errors
+def reserve_command(
+    ctx: typer.Context,
+    playbook: Annotated[Path | None, typer.Argument(help="The experiment's playbook (YAML).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Resume this run instead of starting one.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the jobs if reservation fails or is interrupted.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reserve the playbook's nodes: one OAR job per site, waited for until running."""
+    state = settings(ctx)
+    store = state.store
+    if (playbook is None) == (run is None):
+        raise ConfigError("give a PLAYBOOK to start a run, or --run RUN to resume one (not both)")
+    if run is not None:
+        record = store.load(run)
+    else:
+        assert playbook is not None
+        book = load_playbook(playbook)
+        api_url = "local simulator" if book.testbed == "local" else resolve_endpoint().url
+        record = create_run(store, book, playbook, api_url=api_url)
+        state.err.print(f"run [bold]{record.run_id}[/] in {store.directory(record.run_id)}", highlight=False)
+    testbed = testbed_for(record.testbed)
+    terminate_as_interrupt()
+    with Status("submitting", console=state.err) as status:
+
+        def show(entry: JobEntry, job: dict[str, Any]) -> None:
+            status.update(_progress_line(entry, job, testbed.clock.now()))
+
+        record = reserve(record, store, testbed, keep=keep, on_update=show)
+    if as_json:
+        print_json(_run_json(record, state))
+    else:
+        _print_roles(state, record)
+
+
+def _progress_line(entry: JobEntry, job: dict[str, Any], now: float) -> str:
+    line = f"{entry.label}: {job.get('state')}"
+    scheduled = job.get("scheduled_at")
+    if scheduled and job.get("state") not in ("running",):
+        line += f", start predicted in {format_duration(max(0, int(scheduled - now)))}"
+    return line
+
+
+@handle_errors
+def release_command(
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Argument(help="The run to release (default: the latest).")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Release every run that still holds jobs.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete every job a run still holds, and stop its local testbed."""
+    state = settings(ctx)
+    store = state.store
+    if all_runs and run:
+        raise ConfigError("give a RUN or --all, not both")
+    if all_runs:
+        records = [record for record in store.all() if not record.released_at]
+    else:
+        records = [store.load(run) if run else store.latest()]
+    terminate_as_interrupt()
+    report: dict[str, list[str]] = {}
+    failures: list[str] = []
+    for record in records:
+        testbed = testbed_for(record.testbed)
+        try:
+            with store.locked(record.run_id):
+                api = testbed.open(record, store)
+                report[record.run_id] = release(record, store, api, testbed)
+        except G5kError as exc:
+            failures.append(f"{record.run_id}: {exc}")
+            report[record.run_id] = [f"failed: {exc}"]
+    if as_json:
+        print_json(report)
+    else:
+        for run_id, lines in report.items():
+            state.out.print(f"[bold]{run_id}[/]", highlight=False)
+            for line in lines or ["nothing to release"]:
+                state.out.print(f"  {line}", highlight=False)
+    if failures:
+        raise G5kError("some runs were not fully released:\n" + "\n".join(failures), hint="run g5k release again")
+
+
+@handle_errors
+def status_command(
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Argument(help="One run (default: every run).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The runs in the results directory: phase, jobs, nodes and walltime left."""
+    state = settings(ctx)
+    records = [state.store.load(run)] if run else state.store.all()
+    rows = [_status_row(record) for record in records]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("run", "testbed", "phase", "jobs", "nodes", "walltime left")
+    for row in rows:
+        jobs = "\n".join(f"{j['site']}/{j['uid']} {j['state']}" for j in row["jobs"]) or "-"
+        left = row["walltime_left"]
+        table.add_row(
+            row["run_id"], row["testbed"], row["phase"], jobs, str(row["nodes"]), format_duration(left) if left else "-"
+        )
+    state.out.print(table)
+
+
+def _status_row(record: RunRecord) -> dict[str, Any]:
+    testbed = testbed_for(record.testbed)
+    api = testbed.connect(record) if record.live_jobs() else None
+    now = testbed.clock.now()
+    jobs = []
+    for entry in record.jobs:
+        job_state, started = entry.state, entry.started_at
+        if api is not None and entry.uid is not None and entry.live:
+            try:
+                live = api.get_job(entry.site, entry.uid)
+                job_state, started = live.get("state", job_state), live.get("started_at") or started
+            except G5kError:
+                job_state = f"{entry.state} (recorded; API unreachable)"
+        jobs.append({"site": entry.site, "uid": entry.uid, "state": job_state, "started_at": started})
+    ends = [
+        job["started_at"] + entry.walltime
+        for job, entry in zip(jobs, record.jobs, strict=True)
+        if job["started_at"] and job["state"] == "running"
+    ]
+    return {
+        "run_id": record.run_id,
+        "testbed": record.testbed,
+        "phase": record.phase,
+        "jobs": jobs,
+        "nodes": sum(len(nodes) for nodes in record.roles.values()),
+        "roles": record.roles,
+        "walltime_left": max(0, int(min(ends) - now)) if ends else None,
+    }
+
+
+def _run_json(record: RunRecord, state: Settings) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id,
+        "run_dir": str(state.store.directory(record.run_id)),
+        "testbed": record.testbed,
+        "jobs": [{"site": j.site, "uid": j.uid, "state": j.state, "nodes": j.nodes} for j in record.jobs],
+        "roles": record.roles,
+    }
+
+
+def _print_roles(state: Settings, record: RunRecord) -> None:
+    table = Table("role", "nodes", title=f"{record.run_id}: reserved")
+    for role, nodes in record.roles.items():
+        table.add_row(role, "\n".join(nodes))
+    state.out.print(table)
+    jobs = ", ".join(f"{j.site}/{j.uid}" for j in record.jobs)
+    state.out.print(f"jobs {jobs}; release with: g5k release {record.run_id}", highlight=False)

@@ -1,0 +1,50 @@
+"""The agent's errors. The CLI catches ``G5kError`` only, and shows it as one line plus a hint.
+
+::
+
+    G5kError                      exit 1
+    ├── ConfigError               exit 2  bad playbook, flag, credentials file or run name
+    │   └── CredentialsError      exit 2
+    ├── ApiError                  exit 1  the Grid'5000 API (or the simulator) refused or failed
+    ├── ReservationError          exit 1  a job ended early, was refused, or would start too late
+    ├── DeadlineExceeded          exit 1  a wait ran out of time
+    └── TestbedError              exit 1  the local testbed could not start or stop a part
+"""
+
+from __future__ import annotations
+
+
+class G5kError(Exception):
+    """Root of the agent's errors; ``hint`` says what the user can do about it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(G5kError):
+    exit_code = 2
+
+
+class CredentialsError(ConfigError):
+    pass
+
+
+class ApiError(G5kError):
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class ReservationError(G5kError):
+    pass
+
+
+class DeadlineExceeded(G5kError):
+    pass
+
+
+class TestbedError(G5kError):
+    pass

@@ -1,0 +1,1 @@
+"""The pipeline's phases, each a function over a run record."""

@@ -1,0 +1,221 @@
+"""Where the roles go: sites, clusters, OAR resource strings and job types, decided before any POST.
+
+Everything here only reads the API. A playbook naming an unknown site or cluster, or a set of sites
+where nothing fits, fails here, with nothing submitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from g5kdeploy.errors import ConfigError, ReservationError
+from g5kdeploy.log import get_logger
+from g5kdeploy.playbook import Reservation, Role
+from g5kdeploy.testbeds.api import Api
+from g5kdeploy.walltime import format_duration
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One ``+``-separated part of an OAR request: roles that share a cluster and properties."""
+
+    cluster: str | None
+    properties: str | None
+    roles: tuple[tuple[str, int], ...]
+
+    @property
+    def nodes(self) -> int:
+        return sum(count for _, count in self.roles)
+
+    def oar(self) -> str:
+        filters = [f"cluster='{self.cluster}'"] if self.cluster else []
+        if self.properties:
+            filters.append(f"({self.properties})" if self.cluster else self.properties)
+        prefix = "{" + " AND ".join(filters) + "}/" if filters else ""
+        return f"{prefix}nodes={self.nodes}"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The job to submit on one site."""
+
+    site: str
+    parts: tuple[Part, ...]
+    walltime: int
+    types: tuple[str, ...]
+
+    @property
+    def resources(self) -> str:
+        return "+".join(part.oar() for part in self.parts) + f",walltime={format_duration(self.walltime)}"
+
+
+@dataclass
+class Placement:
+    jobs: list[JobPlan]
+    rejected: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def plan(api: Api, reservation: Reservation, *, now: float) -> Placement:
+    """Decide the site of every role and the job per site; :class:`ConfigError` for unknown names."""
+    known_sites = api.site_uids()
+    wanted = reservation.sites
+    for site in wanted or []:
+        if site not in known_sites:
+            raise ConfigError(
+                f"reservation.site: unknown site {site!r}", hint=f"Grid'5000 sites: {', '.join(known_sites)}"
+            )
+    candidates = wanted or known_sites
+    clusters = {site: {c["uid"]: c for c in api.clusters(site)} for site in candidates}
+    pinned = _pin_roles_to_sites(reservation, clusters, all_sites=known_sites, api=api)
+    floating = {name: role for name, role in reservation.roles.items() if name not in pinned}
+    placement = Placement(jobs=[])
+    chosen: str | None = None
+    needs_status = len(candidates) > 1 or any(role.min_nodes for role in reservation.roles.values())
+    counts = {name: role.nodes for name, role in reservation.roles.items()}
+    if floating or needs_status:
+        chosen = _choose_site(api, reservation, candidates, clusters, pinned, counts, now, placement)
+    by_site: dict[str, list[str]] = {}
+    for name in reservation.roles:
+        site = pinned.get(name) or chosen
+        assert site is not None
+        by_site.setdefault(site, []).append(name)
+    for site, names in by_site.items():
+        types = list(reservation.types)
+        roles = {name: reservation.roles[name] for name in names}
+        exotic = any(role.cluster and clusters[site][role.cluster].get("exotic") for role in roles.values())
+        if exotic and "exotic" not in types:
+            types.append("exotic")
+            placement.notes.append(f"{site}: added job type 'exotic' for an exotic cluster")
+        placement.jobs.append(
+            JobPlan(
+                site=site,
+                parts=_parts(roles, counts),
+                walltime=reservation.walltime_seconds,
+                types=tuple(types),
+            )
+        )
+    return placement
+
+
+def _pin_roles_to_sites(
+    reservation: Reservation, clusters: dict[str, dict[str, Any]], *, all_sites: list[str], api: Api
+) -> dict[str, str]:
+    """Roles that name a cluster belong to that cluster's site."""
+    pinned: dict[str, str] = {}
+    for name, role in reservation.roles.items():
+        if not role.cluster:
+            continue
+        site = next((s for s, known in clusters.items() if role.cluster in known), None)
+        if site is None:
+            elsewhere = _find_cluster_site(api, role.cluster, [s for s in all_sites if s not in clusters])
+            where = f" (it is on {elsewhere}; add that site)" if elsewhere else ""
+            raise ConfigError(
+                f"reservation.roles.{name}.cluster: no cluster {role.cluster!r} on {', '.join(clusters)}{where}",
+                hint="list clusters with the reference API, or leave cluster out",
+            )
+        pinned[name] = site
+    return pinned
+
+
+def _find_cluster_site(api: Api, cluster: str, sites: list[str]) -> str | None:
+    for site in sites:
+        if any(c["uid"] == cluster for c in api.clusters(site)):
+            return site
+    return None
+
+
+def _parts(roles: dict[str, Role], counts: dict[str, int]) -> tuple[Part, ...]:
+    grouped: dict[tuple[str | None, str | None], list[tuple[str, int]]] = {}
+    for name, role in roles.items():
+        grouped.setdefault((role.cluster, role.properties), []).append((name, counts[name]))
+    return tuple(Part(cluster, props, tuple(members)) for (cluster, props), members in grouped.items())
+
+
+def _free_nodes(status: dict[str, Any], *, now: float, walltime: int) -> dict[str, list[str]]:
+    """Alive nodes with no job overlapping [now, now + walltime], by cluster."""
+    free: dict[str, list[str]] = {}
+    for fqdn, node in status.get("nodes", {}).items():
+        if node.get("hard") not in ("alive", "standby"):
+            continue
+        busy = False
+        for job in node.get("reservations", []):
+            start = job.get("started_at") or job.get("scheduled_at") or now
+            if start < now + walltime and start + job.get("walltime", 0) > now:
+                busy = True
+                break
+        if not busy and node.get("soft", "free").startswith("free"):
+            free.setdefault(fqdn.split(".")[0].rsplit("-", 1)[0], []).append(fqdn)
+    return free
+
+
+def _choose_site(
+    api: Api,
+    reservation: Reservation,
+    candidates: list[str],
+    clusters: dict[str, dict[str, Any]],
+    pinned: dict[str, str],
+    counts: dict[str, int],
+    now: float,
+    placement: Placement,
+) -> str | None:
+    """The first listed site (for ``auto``: the roomiest) where every role fits now; reasons for the rest."""
+    fitting: list[tuple[int, str, dict[str, int]]] = []
+    for site in candidates:
+        try:
+            status = api.site_status(site)
+        except Exception as exc:
+            placement.rejected[site] = f"status unavailable ({exc})"
+            continue
+        free = _free_nodes(status, now=now, walltime=reservation.walltime_seconds)
+        usable = {
+            cluster for cluster, doc in clusters[site].items() if not doc.get("exotic") or "exotic" in reservation.types
+        }
+        roles = {n: r for n, r in reservation.roles.items() if pinned.get(n, site) == site}
+        granted, reason = _fit(roles, free, usable)
+        if reason:
+            placement.rejected[site] = reason
+            continue
+        fitting.append((sum(len(nodes) for nodes in free.values()), site, granted))
+    if not fitting:
+        details = "; ".join(f"{site}: {why}" for site, why in placement.rejected.items())
+        raise ReservationError(
+            f"no site can host the roles now ({details})",
+            hint="lower nodes or set min_nodes, pick other sites, or try later; nothing was submitted",
+        )
+    if reservation.sites is None:
+        fitting.sort(key=lambda item: -item[0])
+    _, site, granted = fitting[0]
+    for name, count in granted.items():
+        if count < counts[name]:
+            placement.notes.append(f"{name}: {count} of {counts[name]} nodes free on {site}; min_nodes allows it")
+            counts[name] = count
+    for other in candidates:
+        if other != site and other not in placement.rejected:
+            placement.rejected[other] = f"fits too, but {site} came first"
+    log.info("site chosen", site=site, rejected=placement.rejected)
+    return site
+
+
+def _fit(roles: dict[str, Role], free: dict[str, list[str]], usable: set[str]) -> tuple[dict[str, int], str]:
+    """Nodes each role would get from the free ones, or the reason it does not fit."""
+    left = {cluster: len(nodes) for cluster, nodes in free.items() if cluster in usable}
+    granted: dict[str, int] = {}
+    # Roles pinned to a cluster first: the others can take whatever is left anywhere.
+    for name, role in sorted(roles.items(), key=lambda item: item[1].cluster is None):
+        pool = [role.cluster] if role.cluster else sorted(left, key=lambda c: -left[c])
+        available = sum(left.get(cluster, 0) for cluster in pool)
+        need = role.nodes if available >= role.nodes else (role.min_nodes or role.nodes)
+        if available < need:
+            where = role.cluster or "any usable cluster"
+            return {}, f"{name} needs {need} nodes, {available} free on {where}"
+        granted[name] = min(role.nodes, available)
+        remaining = granted[name]
+        for cluster in pool:
+            taken = min(left.get(cluster, 0), remaining)
+            left[cluster] = left.get(cluster, 0) - taken
+            remaining -= taken
+    return granted, ""

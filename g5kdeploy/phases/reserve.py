@@ -1,0 +1,235 @@
+"""The reserve phase: submit one OAR job per site, wait until every one runs, give each role its nodes.
+
+Order of writes is what keeps reservations from leaking: the run record exists before the testbed is
+touched, a job's intent is saved before its POST, its uid right after; on any failure, Ctrl-C or SIGTERM
+the jobs are released (unless the caller keeps them) before the error goes up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from g5kdeploy.errors import DeadlineExceeded, G5kError, ReservationError
+from g5kdeploy.log import get_logger
+from g5kdeploy.phases.placement import Part, plan
+from g5kdeploy.phases.polling import PollState
+from g5kdeploy.phases.release import release
+from g5kdeploy.playbook import PARIS, Playbook
+from g5kdeploy.results import FINAL_STATES, JobEntry, RunRecord, RunStore, finish_phase, new_run_id, start_phase
+from g5kdeploy.signals import shielded
+from g5kdeploy.testbeds.api import Api
+from g5kdeploy.testbeds.base import Testbed
+
+log = get_logger(__name__)
+PHASE = "reserve"
+#: Called after every poll of a job, for progress displays.
+OnUpdate = Callable[[JobEntry, dict[str, Any]], None]
+
+
+def create_run(store: RunStore, playbook: Playbook, playbook_path: Path, *, api_url: str) -> RunRecord:
+    """Write the run's directory and record; nothing else happens before this is on disk."""
+    record = RunRecord(
+        run_id=new_run_id(playbook.name),
+        playbook_path=str(playbook_path),
+        playbook=playbook.model_dump(mode="json"),
+        testbed=playbook.testbed,
+        api_url=api_url,
+    )
+    store.create(record)
+    return record
+
+
+def reserve(
+    record: RunRecord,
+    store: RunStore,
+    testbed: Testbed,
+    *,
+    keep: bool = False,
+    on_update: OnUpdate | None = None,
+) -> RunRecord:
+    """Bring every job of ``record`` to running and map its nodes to roles; resumable, never submits twice."""
+    playbook = Playbook.model_validate(record.playbook)
+    start_phase(record, PHASE)
+    store.save(record)
+    api: Api | None = None
+    try:
+        api = testbed.open(record, store)
+        if not record.jobs:
+            _record_plans(record, store, api, playbook, now=testbed.clock.now())
+        for entry in record.jobs:
+            _ensure_submitted(entry, record, store, api, playbook)
+        _wait_running(record, store, api, testbed, playbook, on_update)
+        record.roles = _roles(record)
+        finish_phase(record, PHASE)
+        store.save(record)
+        return record
+    except BaseException as exc:
+        finish_phase(record, PHASE, error=str(exc) or type(exc).__name__)
+        store.save(record)
+        if not keep and api is not None:
+            log.warning("reservation failed; releasing its jobs", run=record.run_id, error=str(exc))
+            with shielded():
+                try:
+                    release(record, store, api, testbed)
+                except G5kError as release_error:
+                    log.error(
+                        "could not release the jobs; they are in the ledger",
+                        error=str(release_error),
+                        fix=f"g5k release {record.run_id}",
+                    )
+        raise
+
+
+def _record_plans(record: RunRecord, store: RunStore, api: Api, playbook: Playbook, *, now: float) -> None:
+    placement = plan(api, playbook.reservation, now=now)
+    for note in placement.notes:
+        log.info("placement", note=note)
+    for site, reason in placement.rejected.items():
+        log.info("site not used", site=site, reason=reason)
+    name = playbook.reservation.job_name or record.run_id
+    for job in placement.jobs:
+        record.jobs.append(
+            JobEntry(
+                site=job.site,
+                name=name,
+                resources=job.resources,
+                walltime=job.walltime,
+                types=list(job.types),
+                parts=[_part_record(part) for part in job.parts],
+            )
+        )
+    store.save(record)
+
+
+def _part_record(part: Part) -> dict[str, Any]:
+    return {"cluster": part.cluster, "properties": part.properties, "roles": [list(r) for r in part.roles]}
+
+
+def _ensure_submitted(entry: JobEntry, record: RunRecord, store: RunStore, api: Api, playbook: Playbook) -> None:
+    if entry.uid is not None:
+        return
+    existing = api.find_jobs(entry.site, entry.name)
+    if existing:
+        # A previous agent sent the POST and died before it could record the answer.
+        log.info("re-attached to a job found by name", site=entry.site, uid=existing[0]["uid"])
+        _apply(entry, existing[0])
+        store.save(record)
+        return
+    entry.state = "submitting"
+    store.save(record)
+    job = api.submit_job(entry.site, _job_body(entry, playbook))
+    _apply(entry, job)
+    store.save(record)
+    log.info("job submitted", site=entry.site, uid=entry.uid, resources=entry.resources)
+
+
+def _job_body(entry: JobEntry, playbook: Playbook) -> dict[str, Any]:
+    reservation = playbook.reservation
+    body: dict[str, Any] = {
+        "name": entry.name,
+        "resources": entry.resources,
+        # The job holds its nodes for the whole walltime; the experiment runs over SSH.
+        "command": f"sleep {entry.walltime}",
+    }
+    if entry.types:
+        body["types"] = list(entry.types)
+    if reservation.queue != "default":
+        body["queue"] = reservation.queue
+    if reservation.project:
+        body["project"] = reservation.project
+    if reservation.reservation:
+        body["reservation"] = reservation.reservation
+    return body
+
+
+def _apply(entry: JobEntry, job: dict[str, Any]) -> None:
+    entry.uid = int(job["uid"])
+    entry.state = str(job.get("state", entry.state))
+    for key in ("submitted_at", "scheduled_at", "started_at"):
+        if job.get(key):
+            setattr(entry, key, int(job[key]))
+    if entry.state == "running":
+        entry.nodes = list(job.get("assigned_nodes", []))
+
+
+def _wait_running(
+    record: RunRecord,
+    store: RunStore,
+    api: Api,
+    testbed: Testbed,
+    playbook: Playbook,
+    on_update: OnUpdate | None,
+) -> None:
+    clock = testbed.clock
+    reservation = playbook.reservation
+    begin = reservation.reservation_epoch() or clock.now()
+    deadline = max(begin, clock.now()) + reservation.max_wait_seconds
+    pending = {id(entry): entry for entry in record.jobs if entry.state != "running" or not entry.nodes}
+    planners = {key: PollState() for key in pending}
+    due = dict.fromkeys(pending, clock.now())
+    while pending:
+        now = clock.now()
+        for key in [k for k, at in due.items() if at <= now]:
+            entry = pending[key]
+            assert entry.uid is not None
+            job = api.get_job(entry.site, entry.uid)
+            _apply(entry, job)
+            store.save(record)
+            if on_update:
+                on_update(entry, job)
+            _check(entry, job, reservation.start_deadline_epoch(entry.submitted_at or now), reservation.start_deadline)
+            if entry.state == "running":
+                del pending[key], due[key]
+                log.info("job running", site=entry.site, uid=entry.uid, nodes=len(entry.nodes))
+            else:
+                due[key] = clock.now() + planners[key].next_delay(job, clock.now())
+        if not pending:
+            break
+        now = clock.now()
+        if now >= deadline:
+            waiting = ", ".join(f"{e.label} ({e.state})" for e in pending.values())
+            raise DeadlineExceeded(
+                f"jobs not running after max_wait {reservation.max_wait}: {waiting}",
+                hint="raise reservation.max_wait, or choose a less busy site or time",
+            )
+        clock.sleep(max(0.0, min(min(due.values()), deadline) - now))
+
+
+def _check(entry: JobEntry, job: dict[str, Any], start_deadline: float | None, deadline_text: str | None) -> None:
+    if entry.state in FINAL_STATES:
+        message = job.get("message") or "no message"
+        raise ReservationError(f"job {entry.label} ended ({entry.state}) before it ran: {message}")
+    scheduled = job.get("scheduled_at")
+    if start_deadline is not None and scheduled and entry.state != "running" and scheduled > start_deadline:
+        raise ReservationError(
+            f"job {entry.label} would start at {_iso(scheduled)}, after start_deadline {deadline_text} "
+            f"({_iso(start_deadline)}); it is deleted",
+            hint="allow a later start_deadline, ask for fewer nodes, or pick another site or time",
+        )
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, PARIS).isoformat(timespec="seconds")
+
+
+def _node_key(fqdn: str) -> tuple[str, int, str]:
+    short = fqdn.split(".")[0]
+    match = re.match(r"^(.*)-(\d+)$", short)
+    return (match.group(1), int(match.group(2)), fqdn) if match else (short, 0, fqdn)
+
+
+def _roles(record: RunRecord) -> dict[str, list[str]]:
+    """Split each job's nodes among its roles: a cluster's nodes to the parts that asked for it."""
+    roles: dict[str, list[str]] = {}
+    for entry in record.jobs:
+        left = sorted(entry.nodes, key=_node_key)
+        for part in sorted(entry.parts, key=lambda p: p["cluster"] is None):
+            pool = [n for n in left if part["cluster"] is None or _node_key(n)[0] == part["cluster"]]
+            for name, count in part["roles"]:
+                roles[name], pool = pool[:count], pool[count:]
+                left = [n for n in left if n not in roles[name]]
+    return roles

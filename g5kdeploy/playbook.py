@@ -1,0 +1,327 @@
+"""Playbooks: one YAML file per experiment, validated in one pass.
+
+Every problem is reported together, each as ``file:line: field: what is wrong (what was expected)``, and
+the whole load fails with a :class:`ConfigError` (exit code 2) before anything touches the testbed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from g5kdeploy.errors import ConfigError
+from g5kdeploy.walltime import parse_duration
+
+PARIS = ZoneInfo("Europe/Paris")
+QUEUES = ("default", "production", "besteffort", "testing", "admin")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_OAR_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) (\d{1,2})(?::(\d{2}))?(?::(\d{2}))?$")
+_CLUSTER = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def parse_oar_date(text: str) -> datetime:
+    """An OAR reservation date (``YYYY-MM-DD hh[:mm[:ss]]``, Europe/Paris) as an aware datetime."""
+    match = _OAR_DATE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a date OAR accepts: use 'YYYY-MM-DD hh:mm:ss' (Europe/Paris time)")
+    year, month, day, hour, minute, second = (int(part) if part else 0 for part in match.groups())
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=PARIS)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a real date ({exc})") from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Role(_Strict):
+    nodes: Annotated[int, Field(gt=0, le=10_000)]
+    cluster: str | None = None
+    properties: str | None = None
+    min_nodes: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_name(cls, value: str | None) -> str | None:
+        if value is not None and not _CLUSTER.match(value):
+            raise ValueError(f"{value!r} is not a cluster name (lower-case letters, digits, '-'; e.g. gros)")
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _no_quotes_left_open(cls, value: str | None) -> str | None:
+        if value is not None and value.count("'") % 2:
+            raise ValueError(f"{value!r} has an unbalanced quote: OAR properties are SQL, e.g. \"wattmeter='YES'\"")
+        return value
+
+    @model_validator(mode="after")
+    def _min_not_above_nodes(self) -> Role:
+        if self.min_nodes is not None and self.min_nodes > self.nodes:
+            raise ValueError(f"min_nodes ({self.min_nodes}) is larger than nodes ({self.nodes}): lower it")
+        return self
+
+
+class Reservation(_Strict):
+    site: str | list[str] = "auto"
+    roles: dict[str, Role]
+    walltime: str = "1:00"
+    queue: Literal["default", "production", "besteffort", "testing", "admin"] = "default"
+    project: str | None = None
+    types: list[str] = []
+    reservation: str | None = None
+    start_deadline: str | None = None
+    job_name: str | None = None
+    max_wait: str = "12:00"
+
+    @field_validator("site")
+    @classmethod
+    def _site_names(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("an empty list: name at least one site, or use 'auto'")
+        for name in names:
+            if not _SLUG.match(name):
+                raise ValueError(f"{name!r} is not a site name (e.g. nancy, rennes, or auto)")
+        if isinstance(value, list) and "auto" in value:
+            raise ValueError("'auto' stands alone: use site: auto, or list sites")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _role_names(cls, value: dict[str, Role]) -> dict[str, Role]:
+        if not value:
+            raise ValueError("no roles: add at least one, e.g. roles: {exporter: {nodes: 2}}")
+        for name in value:
+            if not _SLUG.match(name):
+                raise ValueError(f"role name {name!r}: use lower-case letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("walltime", "max_wait", "start_deadline", mode="before")
+    @classmethod
+    def _hours_as_text(cls, value: Any) -> Any:
+        # ``walltime: 2`` means two hours, as on oarsub's command line.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("walltime", "max_wait")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(str(value))
+        return str(value)
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for job_type in value:
+            if not job_type or any(char.isspace() for char in job_type):
+                raise ValueError(f"job type {job_type!r}: OAR types are single words, e.g. deploy, night, exotic")
+        return value
+
+    @field_validator("reservation")
+    @classmethod
+    def _reservation_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_oar_date(value)
+        return value
+
+    @field_validator("start_deadline")
+    @classmethod
+    def _start_deadline(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_deadline(value)
+        return value
+
+    @field_validator("job_name")
+    @classmethod
+    def _job_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value):
+            raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (OAR job names)")
+        return value
+
+    @property
+    def walltime_seconds(self) -> int:
+        return parse_duration(self.walltime)
+
+    @property
+    def max_wait_seconds(self) -> int:
+        return parse_duration(self.max_wait)
+
+    @property
+    def sites(self) -> list[str] | None:
+        """The sites the user allows, or None for ``auto``."""
+        if self.site == "auto":
+            return None
+        return [self.site] if isinstance(self.site, str) else list(self.site)
+
+    def start_deadline_epoch(self, submitted_at: float) -> float | None:
+        """The latest acceptable start, in epoch seconds, for a job submitted at ``submitted_at``."""
+        if self.start_deadline is None:
+            return None
+        deadline = _parse_deadline(self.start_deadline)
+        if isinstance(deadline, datetime):
+            return deadline.timestamp()
+        return submitted_at + deadline
+
+    def reservation_epoch(self) -> float | None:
+        return parse_oar_date(self.reservation).timestamp() if self.reservation else None
+
+
+def _parse_deadline(value: str) -> datetime | int:
+    """A duration after submission (``0:30``) or an absolute time (ISO 8601; naive means Paris time)."""
+    try:
+        return parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r}: give a duration after submission (H:MM, e.g. 0:30) or a date "
+            "(ISO 8601, e.g. 2026-12-01T19:30, Europe/Paris unless an offset is given)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
+
+
+class Playbook(_Strict):
+    version: Literal[1]
+    name: str
+    testbed: Literal["grid5000", "local"]
+    reservation: Reservation
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError(f"{value!r}: use lower-case letters, digits, '-' or '_' (it names runs and jobs)")
+        return value
+
+
+class _PlaybookLoader(yaml.SafeLoader):
+    """YAML 1.1 without its traps for OAR values.
+
+    PyYAML reads an unquoted ``walltime: 1:00`` as the sexagesimal integer 60 and ``2026-12-01 19:00:00``
+    as a datetime; here both stay the strings the user wrote.
+    """
+
+
+def _keeps(tag: str, regexp: re.Pattern[str]) -> bool:
+    if tag == "tag:yaml.org,2002:timestamp":
+        return False
+    return not (tag == "tag:yaml.org,2002:int" and "[0-5]?[0-9]" in regexp.pattern)
+
+
+_PlaybookLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if _keeps(tag, regexp)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_PlaybookLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
+)
+
+
+def load_playbook(path: Path) -> Playbook:
+    """Read and validate a playbook file; :class:`ConfigError` lists every problem with its line."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the playbook ({exc.strerror})") from None
+    return parse_playbook(text, source=str(path))
+
+
+def parse_playbook(text: str, *, source: str = "<playbook>") -> Playbook:
+    try:
+        root = yaml.compose(text, Loader=_PlaybookLoader)
+        data = yaml.load(text, Loader=_PlaybookLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{line}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a playbook is a YAML mapping with version, name, testbed, reservation")
+    problems = _duplicate_keys(root, source)
+    try:
+        playbook = Playbook.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(error, root, source) for error in exc.errors()]
+        playbook = None
+    if problems or playbook is None:
+        raise ConfigError("\n".join(problems), hint="fix the fields above; nothing was submitted")
+    return playbook
+
+
+def _duplicate_keys(node: yaml.Node | None, source: str) -> list[str]:
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                problems.append(f"{source}:{key.start_mark.line + 1}: {key.value}: given twice (keep one)")
+            seen.add(key.value)
+            problems += _duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            problems += _duplicate_keys(item, source)
+    return problems
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The YAML node that ``loc`` (a pydantic error location) points at, or its nearest parent."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next((value for key, value in node.value if key.value == str(part)), None)
+            if child is None:
+                key_node = next((key for key, _ in node.value if key.value == str(part)), None)
+                return key_node or node
+            node = child
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _describe(error: Any, root: yaml.Node | None, source: str) -> str:
+    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    node = _node_at(root, loc)
+    line = f":{node.start_mark.line + 1}" if node is not None else ""
+    field = ".".join(str(part) for part in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (check its spelling and where it is indented)"
+        if len(loc) > 1:
+            message += f"; allowed under {'.'.join(str(p) for p in loc[:-1])}: " + _allowed(loc[:-1])
+        else:
+            message += "; allowed at the top: " + ", ".join(Playbook.model_fields)
+    elif kind == "missing":
+        message = "missing (this field is required)"
+    elif kind == "literal_error":
+        message = f"{error.get('input')!r} is not allowed; expected {error['ctx']['expected']}"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    else:
+        message = f"{error['msg']} (got {error.get('input')!r})"
+    return f"{source}{line}: {field}: {message}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names the union member it tried ("str", "list[str]", "function-after[...]") in the location.
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "list", "dict"})
+
+
+def _allowed(parent: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Playbook
+    for part in parent:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return ", ".join(Role.model_fields)
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else Role
+    return ", ".join(model.model_fields)

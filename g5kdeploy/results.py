@@ -1,0 +1,215 @@
+"""Run records: ``results/<run-id>/run.json``, written atomically, holding the job ledger.
+
+The ledger is the agent's promise never to leak a reservation: a job's intent (site and name) is on disk
+before its POST leaves, and its uid right after the answer, so ``g5k release`` can always find it again,
+by uid or, after a crash between the two, by name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import string
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from g5kdeploy.errors import ConfigError
+
+RUN_FILE = "run.json"
+FINAL_STATES = frozenset({"terminated", "error"})
+PhaseState = Literal["running", "done", "failed"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_run_id(playbook_name: str, now: datetime | None = None) -> str:
+    """``<playbook>-<UTC yyyymmddThhmmss>-<4 random chars>``, unique per run and sortable by time."""
+    moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+    return f"{playbook_name}-{moment}-{suffix}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader, or a crash, sees the old or the new file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class JobEntry(BaseModel):
+    """One OAR job of the run, as far as the agent knows it."""
+
+    site: str
+    name: str
+    resources: str
+    walltime: int
+    uid: int | None = None
+    state: str = "intent"
+    recorded_at: str = Field(default_factory=utc_now)
+    submitted_at: int | None = None
+    scheduled_at: int | None = None
+    started_at: int | None = None
+    nodes: list[str] = []
+    types: list[str] = []
+    #: The OAR request's parts, each ``{cluster, properties, roles: [[name, count], ...]}``, to map nodes back.
+    parts: list[dict[str, Any]] = []
+    released: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Whether this job may still hold (or come to hold) nodes."""
+        return not self.released and self.state not in FINAL_STATES
+
+    @property
+    def label(self) -> str:
+        return f"{self.site}/{self.uid if self.uid is not None else '?' + self.name}"
+
+
+class PhaseRecord(BaseModel):
+    state: PhaseState
+    started_at: str
+    finished_at: str | None = None
+    error: str | None = None
+
+
+class LocalTestbedRecord(BaseModel):
+    """What the local testbed started for this run, so that another process can stop it."""
+
+    simulator_pid: int | None = None
+    simulator_url: str | None = None
+    simulator_state: str | None = None
+    clock: dict[str, float] | None = None
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    created_at: str = Field(default_factory=utc_now)
+    playbook_path: str
+    playbook: dict[str, Any]
+    testbed: str
+    api_url: str
+    phases: dict[str, PhaseRecord] = {}
+    jobs: list[JobEntry] = []
+    roles: dict[str, list[str]] = {}
+    local: LocalTestbedRecord | None = None
+    released_at: str | None = None
+
+    def live_jobs(self) -> list[JobEntry]:
+        return [job for job in self.jobs if job.live]
+
+    def job_for(self, site: str) -> JobEntry | None:
+        return next((job for job in self.jobs if job.site == site), None)
+
+    @property
+    def phase(self) -> str:
+        """The last phase reached and its state, e.g. ``reserve:done`` or ``released``."""
+        if self.released_at:
+            return "released"
+        if not self.phases:
+            return "created"
+        name, record = list(self.phases.items())[-1]
+        return f"{name}:{record.state}"
+
+
+class RunStore:
+    """The runs under one results directory."""
+
+    def __init__(self, results_dir: Path) -> None:
+        self.results_dir = results_dir
+
+    def directory(self, run_id: str) -> Path:
+        return self.results_dir / run_id
+
+    def create(self, record: RunRecord) -> Path:
+        directory = self.directory(record.run_id)
+        directory.mkdir(parents=True, exist_ok=False)
+        self.save(record)
+        return directory
+
+    def save(self, record: RunRecord) -> None:
+        text = json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+        atomic_write_text(self.directory(record.run_id) / RUN_FILE, text)
+
+    def load(self, run: str) -> RunRecord:
+        """A run by id, or by the path of its directory."""
+        path = Path(run)
+        directory = path if (path / RUN_FILE).exists() else self.directory(run)
+        try:
+            data = json.loads((directory / RUN_FILE).read_text())
+        except FileNotFoundError:
+            known = ", ".join(self.run_ids()[-5:]) or "none yet"
+            raise ConfigError(
+                f"no run {run!r} in {self.results_dir}",
+                hint=f"recent runs: {known} (or pass --results-dir)",
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{directory / RUN_FILE} is damaged ({exc})") from None
+        return RunRecord.model_validate(data)
+
+    @contextmanager
+    def locked(self, run_id: str) -> Iterator[None]:
+        """Serialise the agents that work on one run (a reserve and a release, say)."""
+        lock_path = self.directory(run_id) / ".lock"
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def run_ids(self) -> list[str]:
+        if not self.results_dir.is_dir():
+            return []
+        return sorted(
+            (entry.name for entry in self.results_dir.iterdir() if (entry / RUN_FILE).exists()),
+            key=lambda name: (self._created(name), name),
+        )
+
+    def _created(self, run_id: str) -> str:
+        try:
+            return str(json.loads((self.directory(run_id) / RUN_FILE).read_text()).get("created_at", ""))
+        except (OSError, json.JSONDecodeError):
+            return ""
+
+    def latest(self) -> RunRecord:
+        ids = self.run_ids()
+        if not ids:
+            raise ConfigError(f"no runs in {self.results_dir}", hint="start one with: g5k reserve PLAYBOOK")
+        return self.load(ids[-1])
+
+    def all(self) -> list[RunRecord]:
+        return [self.load(run_id) for run_id in self.run_ids()]
+
+
+def start_phase(record: RunRecord, name: str) -> None:
+    record.phases[name] = PhaseRecord(state="running", started_at=utc_now())
+
+
+def finish_phase(record: RunRecord, name: str, *, error: str | None = None) -> None:
+    phase = record.phases.setdefault(name, PhaseRecord(state="running", started_at=utc_now()))
+    phase.state = "failed" if error else "done"
+    phase.finished_at = utc_now()
+    phase.error = error

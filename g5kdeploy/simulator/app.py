@@ -1,0 +1,114 @@
+"""The Flask application: authentication, content negotiation and plain-text errors around the routes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from g5kdeploy.simulator.errors import ApiError
+from g5kdeploy.simulator.model import Simulator
+from g5kdeploy.simulator.render import COLLECTION, ITEM
+
+JSON_TYPE = "application/json; charset=utf-8"
+UNAUTHORIZED_PAGE = (
+    '<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>401 Unauthorized</title>\n'
+    "</head><body>\n<h1>Unauthorized</h1>\n<p>This server could not verify that you\nare authorized to access "
+    "the document\nrequested.  Either you supplied the wrong\ncredentials (e.g., bad password), or your\n"
+    "browser doesn't understand how to supply\nthe credentials required.</p>\n</body></html>\n"
+)
+
+
+def simulator() -> Simulator:
+    sim: Simulator = current_app.config["SIMULATOR"]
+    return sim
+
+
+def user() -> str | None:
+    """The authenticated login, None for anonymous callers."""
+    login: str | None = g.get("user")
+    return login
+
+
+def require_user() -> str:
+    login = user()
+    if login is None:
+        raise ApiError(403, "You are not authorized to access this resource")
+    return login
+
+
+def respond(data: Any, collection: bool = False, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """JSON with the content type g5k-api negotiates: plain JSON only when the client asks for it."""
+    pretty = request.args.get("pretty", "").lower() in ("yes", "true", "1") or request.headers.get(
+        "X-Rack-PrettyJSON", ""
+    ).lower() in ("yes", "true")
+    body = json.dumps(data, indent=2 if pretty else None)
+    accept = request.headers.get("Accept", "")
+    as_json = "application/json" in accept or request.environ.get("g5ksim.json_suffix", False)
+    mimetype = JSON_TYPE if as_json else (COLLECTION if collection else ITEM)
+    response = Response(body, status=status, headers=headers or {})
+    response.headers["Content-Type"] = mimetype
+    return response
+
+
+def text(body: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    response = Response(body, status=status, headers=headers or {})
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    return response
+
+
+def _authenticate() -> Response | None:
+    header = request.headers.get("Authorization", "")
+    g.user = None
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    try:
+        login, sep, password = base64.b64decode(encoded.strip()).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        sep = ""
+    users = simulator().config.users
+    valid = (
+        scheme.lower() == "basic"
+        and bool(sep)
+        and bool(login)
+        and (users.get(login) == password if users is not None else bool(password))
+    )
+    if not valid:
+        response = Response(UNAUTHORIZED_PAGE, status=401)
+        response.headers["Content-Type"] = "text/html; charset=iso-8859-1"
+        response.headers["WWW-Authenticate"] = 'Basic realm="Grid\'5000 API"'
+        return response
+    g.user = login
+    return None
+
+
+def create_app(sim: Simulator) -> Flask:
+    """The API under `/<api_version>`, serving `sim`."""
+    from g5kdeploy.simulator.routes_jobs import jobs_blueprint
+    from g5kdeploy.simulator.routes_reference import reference_blueprint
+
+    app = Flask("g5kdeploy.simulator")
+    app.config["SIMULATOR"] = sim
+    app.url_map.strict_slashes = False
+    prefix = f"/{sim.config.api_version}"
+    app.register_blueprint(reference_blueprint, url_prefix=prefix)
+    app.register_blueprint(jobs_blueprint, url_prefix=prefix)
+    app.before_request(_authenticate)
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return text(exc.text, exc.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        if exc.code == 404:
+            path = request.path.removeprefix(prefix)
+            return text(f"Cannot find resource {path}", 404)
+        return text(exc.description or exc.name, exc.code or 500)
+
+    return app

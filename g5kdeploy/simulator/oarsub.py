@@ -1,0 +1,134 @@
+"""Parsing of what `oarsub` receives through the API: the `-l` resource string and the reservation date."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+PARIS = ZoneInfo("Europe/Paris")
+DEFAULT_WALLTIME = 3600
+ALL = -1
+_NODE_LEVELS = {"nodes", "node", "host", "network_address"}
+_CORE_LEVELS = {"cpu", "core", "gpu", "thread"}
+_NON_NODE = {"vlan", "subnet", "disk", "slash_16", "slash_17", "slash_18", "slash_19", "slash_20"}
+_WALLTIME = re.compile(r"(?:^|,)\s*walltime\s*=\s*(\d+)(?::(\d+))?(?::(\d+))?\s*$")
+_LEVEL = re.compile(r"^\s*([a-z_0-9]+)\s*=\s*(\d+|ALL|BEST)\s*$", re.IGNORECASE)
+_RESERVATION = re.compile(r"^\s*(?:(\d{4})-(\d{1,2})-(\d{1,2})\s+)?(\d{1,2})(?::(\d{1,2}))?(?::(\d{1,2}))?\s*$")
+
+
+class ResourceSyntaxError(ValueError):
+    """A `resources` string oarsub cannot parse."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One `+`-separated part of a request: `count` whole nodes matching `sql` (ALL = every match)."""
+
+    sql: str
+    count: int
+    same_cluster: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    parts: tuple[Part, ...]
+    walltime: int
+
+
+def parse_walltime(text: str) -> int:
+    """`H`, `H:MM` or `H:MM:SS` (hours may exceed 24) to seconds."""
+    match = re.fullmatch(r"\s*(\d+)(?::(\d+))?(?::(\d+))?\s*", text)
+    if not match:
+        raise ResourceSyntaxError(f"Bad walltime: {text}")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _split_outside_braces(text: str, sep: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == sep and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def _parse_part(text: str) -> Part | None:
+    text = text.strip()
+    sql = ""
+    if text.startswith("{"):
+        end = text.find("}")
+        if end < 0:
+            raise ResourceSyntaxError(f"unbalanced braces in {text!r}")
+        sql, text = text[1:end].strip(), text[end + 1 :].lstrip("/ ")
+    count: int | None = None
+    same_cluster = False
+    for level in (lvl for lvl in text.split("/") if lvl.strip()):
+        match = _LEVEL.match(level)
+        if not match:
+            raise ResourceSyntaxError(f"cannot parse resource level {level.strip()!r}")
+        name, value = match.group(1).lower(), match.group(2).upper()
+        number = ALL if value in ("ALL", "BEST") else int(value)
+        if name in _NON_NODE or name.startswith("slash_"):
+            return None
+        if name in _NODE_LEVELS:
+            count = number
+        elif name == "cluster":
+            same_cluster = number == 1
+        elif name not in _CORE_LEVELS and name != "switch":
+            raise ResourceSyntaxError(f"unknown resource type {name!r}")
+    if count is None:
+        # Whole nodes only: a bare core/cpu request still takes one node.
+        count = 1
+    if count == 0:
+        raise ResourceSyntaxError("a resource count must be positive")
+    return Part(sql, count, same_cluster)
+
+
+def parse_resources(text: str | None) -> Request:
+    """Parse OAR's `-l` syntax; the walltime must be the last item and defaults to one hour."""
+    text = (text or "").strip() or "nodes=1"
+    walltime = DEFAULT_WALLTIME
+    match = _WALLTIME.search(text)
+    if match:
+        hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+        walltime = hours * 3600 + minutes * 60 + seconds
+        text = text[: match.start()].strip() or "nodes=1"
+    if "walltime" in text:
+        raise ResourceSyntaxError("walltime must be the last item of the resource request")
+    if walltime <= 0:
+        raise ResourceSyntaxError("walltime must be positive")
+    parts = tuple(p for p in (_parse_part(t) for t in _split_outside_braces(text, "+")) if p)
+    return Request(parts or (Part("", 1),), walltime)
+
+
+def parse_reservation(text: str, now: float) -> float:
+    """Paris-local `[YYYY-MM-DD ]hh[:mm[:ss]]` (or `now`) to epoch seconds; ValueError if malformed."""
+    start = text.split(",")[0].strip()
+    if start.lower() == "now":
+        return now
+    match = _RESERVATION.match(start)
+    if not match:
+        raise ValueError(start)
+    year, month, day, hour, minute, second = match.groups()
+    today = datetime.fromtimestamp(now, PARIS)
+    moment = datetime(
+        int(year) if year else today.year,
+        int(month) if month else today.month,
+        int(day) if day else today.day,
+        int(hour),
+        int(minute or 0),
+        int(second or 0),
+        tzinfo=PARIS,
+    )
+    return moment.timestamp()
+
+
+def paris_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, PARIS).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,154 @@
+"""Validation of a job submission into what the scheduler needs, with OAR's refusal texts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from g5kdeploy.simulator.errors import ApiError, oar_relay
+from g5kdeploy.simulator.oarsub import (
+    ResourceSyntaxError,
+    paris_time,
+    parse_reservation,
+    parse_resources,
+    parse_walltime,
+)
+from g5kdeploy.simulator.properties import PropertyError, compile_properties
+from g5kdeploy.simulator.records import Job
+from g5kdeploy.simulator.reference import Reference
+from g5kdeploy.simulator.scheduler import Gantt, PartNeed, fit
+
+_INVALID = "The job you are trying to submit is not valid: "
+_QUEUES = {
+    "default": "default",
+    "besteffort": "default",
+    "admin": "default",
+    "production": "production",
+    "testing": "testing",
+}
+# A reservation up to a minute in the past is accepted: `hh:mm` cannot say "now" more precisely.
+RESERVATION_SLACK = 60.0
+_OARSUB_PREFIX = "Oarsub command exited with status 1: "
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    command: str
+    resources: str
+    properties: str
+    walltime: int
+    types: list[str]
+    queue: str
+    reservation: float | None
+    needs: list[PartNeed]
+
+
+class Requirements:
+    """Turns submissions into node requirements over one inventory."""
+
+    def __init__(self, reference: Reference, api_version: str) -> None:
+        self.reference = reference
+        self.api_version = api_version
+        first = next((nodes[0] for nodes in reference.nodes.values() if nodes), None)
+        self.columns = set(first.props) if first else set()
+
+    def relay(self, site: str, what: str, body: str, status: int = 400) -> ApiError:
+        return oar_relay(self.api_version, site, what, body, status)
+
+    @staticmethod
+    def paris(epoch: float) -> str:
+        return paris_time(epoch)
+
+    def check(self, site: str, body: dict[str, Any], now: float) -> JobSpec:
+        command = body.get("command")
+        reservation_text = body.get("reservation")
+        if reservation_text is not None and not isinstance(reservation_text, str):
+            raise ApiError(400, _INVALID + "`reservation` should be a String.")
+        if not command and not reservation_text:
+            raise ApiError(400, _INVALID + "you must give a :command to execute on launch")
+        types = body.get("types") or []
+        if isinstance(types, str):
+            types = [types]
+        queue = str(body.get("queue") or "default")
+        if queue not in _QUEUES:
+            raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}[ADMISSION RULE] Error: queue {queue} does not exist")
+        resources = str(body.get("resources") or "nodes=1")
+        properties = str(body.get("properties") or "").strip()
+        try:
+            request = parse_resources(resources)
+        except ResourceSyntaxError as exc:
+            raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}Bad resource request ({exc})") from exc
+        reservation = None
+        if reservation_text:
+            try:
+                reservation = parse_reservation(reservation_text, now)
+            except ValueError as exc:
+                raise self.relay(
+                    site,
+                    "jobs.json",
+                    f"{_OARSUB_PREFIX}Syntax error in reservation start date, should at least match the format: "
+                    f"'YYYY-MM-DD hh:mm:ss'. ({reservation_text})",
+                ) from exc
+            if reservation < now - RESERVATION_SLACK:
+                raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}[OAR] Reservation too old ({reservation_text})")
+        needs = self._needs(site, request.parts, properties, list(types), queue)
+        return JobSpec(
+            command=str(command or ""),
+            resources=resources,
+            properties=properties,
+            walltime=request.walltime,
+            types=[str(t) for t in types],
+            queue=queue,
+            reservation=reservation,
+            needs=needs,
+        )
+
+    def needs_for(self, job: Job) -> list[PartNeed]:
+        return self._needs(job.site, parse_resources(job.resources).parts, job.properties, job.types, job.queue)
+
+    def initial_walltime(self, resources: str) -> int:
+        return parse_resources(resources).walltime
+
+    def new_walltime(self, site: str, what: str, current: int, request: str) -> int:
+        """`+h:m:s`/`-h:m:s` relative or `h:m:s` absolute, as oarwalltime takes it."""
+        match = re.fullmatch(r"\s*([+-]?)\s*(\d+(?::\d+){0,2})\s*", request)
+        if not match:
+            raise self.relay(site, what, f"Invalid walltime change request: {request}")
+        delta = parse_walltime(match.group(2))
+        new = current + delta if match.group(1) == "+" else current - delta if match.group(1) == "-" else delta
+        if new <= 0:
+            raise self.relay(site, what, f"Invalid walltime change request: {request}")
+        return new
+
+    def _needs(
+        self, site: str, parts: tuple[Any, ...], properties: str, types: list[str], queue: str
+    ) -> list[PartNeed]:
+        try:
+            job_filter = compile_properties(properties, self.columns)
+            part_filters = [compile_properties(part.sql, self.columns) for part in parts]
+        except PropertyError as exc:
+            raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}Bad resource request ({exc})") from exc
+        wanted_queue = _QUEUES[queue]
+        clusters = self.reference.collection(site, "clusters")
+        nodes = [
+            n
+            for n in self.reference.nodes.get(site, [])
+            if wanted_queue in clusters.get(n.cluster, {}).get("queues", ["default"])
+            and ("exotic" in types or n.props["exotic"] == "NO")
+            and ("deploy" not in types or n.props["deploy"] == "YES")
+            and job_filter(n.props)
+        ]
+        needs = [
+            PartNeed(tuple((n.cluster, n.fqdn) for n in nodes if part_filter(n.props)), part.count, part.same_cluster)
+            for part, part_filter in zip(parts, part_filters, strict=True)
+        ]
+        # Every node free: if the request does not fit now, it never will.
+        if fit(Gantt(), needs, 0.0, 1.0) is None:
+            raise self.relay(
+                site,
+                "jobs.json",
+                f"{_OARSUB_PREFIX}[ADMISSION RULE] Set default walltime to 3600. "
+                "There are not enough resources for your request",
+            )
+        return needs

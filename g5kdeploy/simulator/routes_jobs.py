@@ -1,0 +1,167 @@
+"""Write-capable routes: OAR jobs, walltime changes and Kadeploy deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from g5kdeploy.simulator.app import require_user, respond, simulator, text
+from g5kdeploy.simulator.errors import ApiError
+from g5kdeploy.simulator.render import COLLECTION, deployment_item, job_item, link
+
+jobs_blueprint = Blueprint("jobs", __name__)
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+_JOB_FILTERS = ("user", "name", "queue", "project")
+
+
+def _site(site: str) -> None:
+    if site not in simulator().reference.sites:
+        raise ApiError(404, f"Cannot find resource /sites/{site}")
+
+
+def _body() -> dict[str, Any]:
+    """JSON or form body; form fields given several times (`types`) become lists."""
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        return data
+    return {key: values if key == "types" or len(values) > 1 else values[0] for key, values in request.form.lists()}
+
+
+def _paging() -> tuple[int, int]:
+    try:
+        offset = max(int(request.args.get("offset", 0)), 0)
+        limit = min(max(int(request.args.get("limit", DEFAULT_LIMIT)), 0), MAX_LIMIT)
+    except ValueError as exc:
+        raise ApiError(400, "offset and limit must be integers") from exc
+    return offset, limit
+
+
+def _job_uid(raw: str) -> int:
+    if not raw.isdigit():
+        raise ApiError(404, f"Couldn't find OAR::Job with 'job_id'={raw}")
+    return int(raw)
+
+
+def _absolute(path: str) -> str:
+    return request.host_url.rstrip("/") + path
+
+
+def _listing(items: list[dict[str, Any]], total: int, offset: int, path: str, parent: str) -> Response:
+    prefix = simulator().prefix
+    return respond(
+        {
+            "total": total,
+            "offset": offset,
+            "items": items,
+            "links": [link("self", f"{prefix}{path}", COLLECTION), link("parent", f"{prefix}{parent}")],
+        },
+        collection=True,
+    )
+
+
+@jobs_blueprint.get("/sites/<site>/jobs")
+def list_jobs(site: str) -> Response:
+    _site(site)
+    sim = simulator()
+    states = {s.strip().lower() for s in request.args.get("state", "").split(",") if s.strip()}
+    job_ids = {s.strip() for s in request.args.get("job_id", "").split(",") if s.strip()}
+    found = [
+        job
+        for job in sim.list_jobs(site)
+        if (not states or job.state in states)
+        and (not job_ids or str(job.uid) in job_ids)
+        and all(not request.args.get(k) or getattr(job, k) == request.args[k] for k in _JOB_FILTERS)
+    ]
+    offset, limit = _paging()
+    with_resources = request.args.get("resources", "no").lower() == "yes"
+    items = [job_item(j, sim.prefix, sim.cores, resources=with_resources) for j in found[offset : offset + limit]]
+    return _listing(items, len(found), offset, f"/sites/{site}/jobs", f"/sites/{site}")
+
+
+@jobs_blueprint.post("/sites/<site>/jobs")
+def submit_job(site: str) -> Response:
+    _site(site)
+    login = require_user()
+    sim = simulator()
+    job = sim.submit(site, login, _body())
+    path = f"{sim.prefix}/sites/{site}/jobs/{job.uid}"
+    return respond(job_item(job, sim.prefix, sim.cores), status=201, headers={"Location": _absolute(path)})
+
+
+@jobs_blueprint.get("/sites/<site>/jobs/<uid>")
+def get_job(site: str, uid: str) -> Response:
+    _site(site)
+    sim = simulator()
+    return respond(job_item(sim.job(site, _job_uid(uid)), sim.prefix, sim.cores))
+
+
+@jobs_blueprint.delete("/sites/<site>/jobs/<uid>")
+def delete_job(site: str, uid: str) -> Response:
+    _site(site)
+    login = require_user()
+    sim = simulator()
+    info = sim.delete(site, _job_uid(uid), login)
+    location = _absolute(f"{sim.prefix}/sites/{site}/jobs/{uid}")
+    return text("", 202, {"Location": location, "X-Oar-Info": info})
+
+
+@jobs_blueprint.get("/sites/<site>/jobs/<uid>/walltime")
+def walltime_info(site: str, uid: str) -> Response:
+    _site(site)
+    require_user()
+    return respond(simulator().walltime_info(site, _job_uid(uid)))
+
+
+@jobs_blueprint.post("/sites/<site>/jobs/<uid>/walltime")
+def walltime_change(site: str, uid: str) -> Response:
+    _site(site)
+    login = require_user()
+    if not request.is_json:
+        raise ApiError(415, f"Content-Type '{request.content_type or ''}' is not supported")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("walltime"), str):
+        raise ApiError(400, "The walltime change request is not valid: walltime must be a string")
+    return respond(simulator().change_walltime(site, _job_uid(uid), login, body["walltime"]), status=202)
+
+
+@jobs_blueprint.get("/sites/<site>/deployments")
+def list_deployments(site: str) -> Response:
+    _site(site)
+    sim = simulator()
+    found = sim.list_deployments(site, dict(request.args))
+    offset, limit = _paging()
+    items = [deployment_item(d, sim.prefix) for d in found[offset : offset + limit]]
+    return _listing(items, len(found), offset, f"/sites/{site}/deployments", f"/sites/{site}")
+
+
+@jobs_blueprint.post("/sites/<site>/deployments")
+def create_deployment(site: str) -> Response:
+    _site(site)
+    login = require_user()
+    sim = simulator()
+    body = _body()
+    if not request.is_json and "nodes" in body and isinstance(body["nodes"], str):
+        body["nodes"] = [body["nodes"]]
+    dep = sim.deploy(site, login, body)
+    path = f"{sim.prefix}/sites/{site}/deployments/{dep.uid}"
+    return respond(deployment_item(dep, sim.prefix), status=201, headers={"Location": _absolute(path)})
+
+
+@jobs_blueprint.get("/sites/<site>/deployments/<uid>")
+def get_deployment(site: str, uid: str) -> Response:
+    _site(site)
+    sim = simulator()
+    return respond(deployment_item(sim.deployment(site, uid), sim.prefix))
+
+
+@jobs_blueprint.delete("/sites/<site>/deployments/<uid>")
+def cancel_deployment(site: str, uid: str) -> Response:
+    _site(site)
+    login = require_user()
+    sim = simulator()
+    sim.cancel_deployment(site, uid, login)
+    return text("", 202, {"Location": _absolute(f"{sim.prefix}/sites/{site}/deployments/{uid}")})

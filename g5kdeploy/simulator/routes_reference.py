@@ -1,0 +1,211 @@
+"""Read-only routes: the reference inventory and the live status documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from g5kdeploy.simulator.app import respond, simulator, user
+from g5kdeploy.simulator.errors import ApiError
+from g5kdeploy.simulator.render import COLLECTION, ITEM, link
+from g5kdeploy.simulator.status import build_status
+
+reference_blueprint = Blueprint("reference", __name__)
+
+SITE_RELS = (
+    "clusters",
+    "deployments",
+    "environments",
+    "jobs",
+    "metrics",
+    "network_equipments",
+    "pdus",
+    "servers",
+    "status",
+    "storage",
+    "vlans",
+)
+_QUEUE_SETS = {"all": {"default", "production", "testing"}, "": {"default"}}
+
+
+def _prefix() -> str:
+    return simulator().prefix
+
+
+def _missing(path: str) -> ApiError:
+    return ApiError(404, f"Cannot find resource {path}")
+
+
+def _item(doc: dict[str, Any], path: str, parent: str, subs: tuple[str, ...] = ()) -> dict[str, Any]:
+    prefix = _prefix()
+    links = [
+        link("self", f"{prefix}{path}"),
+        link("parent", f"{prefix}{parent}"),
+        link("version", f"{prefix}{path}/versions/{simulator().reference.version}"),
+        link("versions", f"{prefix}{path}/versions", COLLECTION),
+    ]
+    links += [link(rel, f"{prefix}{path}/{rel}", ITEM if rel == "status" else COLLECTION) for rel in subs]
+    return {**doc, "links": links, "version": simulator().reference.version}
+
+
+def _collection(items: list[dict[str, Any]], path: str, parent: str) -> Response:
+    prefix = _prefix()
+    return respond(
+        {
+            "total": len(items),
+            "offset": 0,
+            "items": items,
+            "links": [link("self", f"{prefix}{path}", COLLECTION), link("parent", f"{prefix}{parent}")],
+            "version": simulator().reference.version,
+        },
+        collection=True,
+    )
+
+
+def _site(site: str) -> dict[str, Any]:
+    doc = simulator().reference.sites.get(site)
+    if doc is None:
+        raise _missing(f"/sites/{site}")
+    return doc
+
+
+@reference_blueprint.get("/")
+def root() -> Response:
+    ref = simulator().reference
+    prefix = _prefix()
+    links = [
+        link("self", f"{prefix}/"),
+        link("sites", f"{prefix}/sites", COLLECTION),
+        link("network_equipments", f"{prefix}/network_equipments", COLLECTION),
+        link("version", f"{prefix}/versions/{ref.version}"),
+        link("versions", f"{prefix}/versions", COLLECTION),
+    ]
+    return respond({**ref.root, "links": links, "version": ref.version})
+
+
+@reference_blueprint.get("/sites")
+def sites() -> Response:
+    ref = simulator().reference
+    items = [_item(doc, f"/sites/{uid}", "", SITE_RELS) for uid, doc in sorted(ref.sites.items())]
+    return _collection(items, "/sites", "")
+
+
+@reference_blueprint.get("/sites/<site>")
+def site_item(site: str) -> Response:
+    return respond(_item(_site(site), f"/sites/{site}", "", SITE_RELS))
+
+
+@reference_blueprint.get("/sites/<site>/clusters")
+def clusters(site: str) -> Response:
+    _site(site)
+    wanted = request.args.get("queues", "")
+    # Every cluster has the admin queue, so it cannot tell clusters apart: the other queues decide.
+    queues = _QUEUE_SETS.get(wanted, set(wanted.split(","))) - {"admin"}
+    items = [
+        _item(doc, f"/sites/{site}/clusters/{uid}", f"/sites/{site}", ("nodes", "status"))
+        for uid, doc in sorted(simulator().reference.collection(site, "clusters").items())
+        if queues & (set(doc.get("queues", ["default"])) - {"admin"})
+    ]
+    return _collection(items, f"/sites/{site}/clusters", f"/sites/{site}")
+
+
+def _cluster(site: str, cluster: str) -> dict[str, Any]:
+    _site(site)
+    doc = simulator().reference.collection(site, "clusters").get(cluster)
+    if doc is None:
+        raise _missing(f"/sites/{site}/clusters/{cluster}")
+    return doc
+
+
+@reference_blueprint.get("/sites/<site>/clusters/<cluster>")
+def cluster_item(site: str, cluster: str) -> Response:
+    doc = _cluster(site, cluster)
+    return respond(_item(doc, f"/sites/{site}/clusters/{cluster}", f"/sites/{site}", ("nodes", "status")))
+
+
+@reference_blueprint.get("/sites/<site>/clusters/<cluster>/nodes")
+def nodes(site: str, cluster: str) -> Response:
+    _cluster(site, cluster)
+    base = f"/sites/{site}/clusters/{cluster}"
+    items = [
+        _item(doc, f"{base}/nodes/{uid}", base)
+        for uid, doc in simulator().reference.cluster_nodes(site, cluster).items()
+    ]
+    return _collection(items, f"{base}/nodes", base)
+
+
+@reference_blueprint.get("/sites/<site>/clusters/<cluster>/nodes/<node>")
+def node_item(site: str, cluster: str, node: str) -> Response:
+    _cluster(site, cluster)
+    base = f"/sites/{site}/clusters/{cluster}"
+    doc = simulator().reference.cluster_nodes(site, cluster).get(node)
+    if doc is None:
+        raise _missing(f"{base}/nodes/{node}")
+    return respond(_item(doc, f"{base}/nodes/{node}", base))
+
+
+@reference_blueprint.get("/sites/<site>/<any(servers, pdus, network_equipments):kind>")
+def inventory(site: str, kind: str) -> Response:
+    _site(site)
+    items = [
+        _item(doc, f"/sites/{site}/{kind}/{uid}", f"/sites/{site}")
+        for uid, doc in sorted(simulator().reference.collection(site, kind).items())
+    ]
+    return _collection(items, f"/sites/{site}/{kind}", f"/sites/{site}")
+
+
+@reference_blueprint.get("/sites/<site>/<any(servers, pdus, network_equipments):kind>/<uid>")
+def inventory_item(site: str, kind: str, uid: str) -> Response:
+    _site(site)
+    doc = simulator().reference.collection(site, kind).get(uid)
+    if doc is None:
+        raise _missing(f"/sites/{site}/{kind}/{uid}")
+    return respond(_item(doc, f"/sites/{site}/{kind}/{uid}", f"/sites/{site}"))
+
+
+@reference_blueprint.get("/network_equipments")
+def all_network_equipments() -> Response:
+    ref = simulator().reference
+    items = [
+        _item(doc, f"/sites/{site}/network_equipments/{uid}", f"/sites/{site}")
+        for site in sorted(ref.sites)
+        for uid, doc in sorted(ref.collection(site, "network_equipments").items())
+    ]
+    return _collection(items, "/network_equipments", "")
+
+
+@reference_blueprint.get("/sites/<site>/status")
+def site_status(site: str) -> Response:
+    doc = _site(site)
+    sim = simulator()
+    return respond(
+        build_status(
+            sim.reference.nodes[site],
+            sim.list_jobs(site),
+            sim.now(),
+            request.args,
+            f"{sim.prefix}/sites/{site}/status",
+            f"{sim.prefix}/sites/{site}",
+            doc,
+            anonymous=user() is None,
+        )
+    )
+
+
+@reference_blueprint.get("/sites/<site>/clusters/<cluster>/status")
+def cluster_status(site: str, cluster: str) -> Response:
+    _cluster(site, cluster)
+    sim = simulator()
+    return respond(
+        build_status(
+            [n for n in sim.reference.nodes[site] if n.cluster == cluster],
+            sim.list_jobs(site),
+            sim.now(),
+            request.args,
+            f"{sim.prefix}/sites/{site}/clusters/{cluster}/status",
+            f"{sim.prefix}/sites/{site}/clusters/{cluster}",
+            None,
+            anonymous=user() is None,
+        )
+    )

@@ -1,0 +1,186 @@
+"""The Grid'5000 REST API through python-grid5000: the only module that imports ``grid5000``.
+
+It adds what python-grid5000 lacks: bounded, jittered retries of reads and deletes (it gives up on 503
+at once and ends with a bare ``requests`` RetryError on 5xx), a job submission that never creates two
+jobs for one request, an idempotent delete, and errors translated into :class:`ApiError` with the
+password masked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import requests
+from grid5000 import Grid5000
+from grid5000.exceptions import Grid5000AuthenticationError, Grid5000Error
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from g5kdeploy.credentials import Endpoint
+from g5kdeploy.errors import ApiError
+from g5kdeploy.log import get_logger, redact
+
+log = get_logger(__name__)
+T = TypeVar("T")
+LIVE_STATES = "waiting,launching,running,hold"
+ALREADY_KILLED = "This job was already killed"
+#: The API relays OAR's submission, which may take minutes (its own time-out is 300 s, the proxy's 180 s).
+DEFAULT_TIMEOUT = 200.0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and (exc.status is None or exc.status >= 500)
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn python-grid5000's and requests' exceptions into ApiError, naming the action."""
+    try:
+        yield
+    except Grid5000AuthenticationError:
+        raise ApiError(
+            f"{action}: the API refused the credentials (401)",
+            status=401,
+            hint="check G5K_USERNAME/G5K_PASSWORD or ~/.python-grid5000.yaml",
+        ) from None
+    except Grid5000Error as exc:
+        status = getattr(exc, "response_code", None)
+        message = getattr(exc, "error_message", str(exc))
+        if isinstance(message, bytes):
+            message = message.decode(errors="replace")
+        raise ApiError(f"{action}: {status}: {redact(str(message)).strip()}", status=status) from None
+    except requests.exceptions.RetryError:
+        raise ApiError(f"{action}: the API kept answering with server errors", status=None) from None
+    except requests.exceptions.Timeout:
+        raise ApiError(f"{action}: the API did not answer in time", status=None) from None
+    except requests.exceptions.ConnectionError:
+        raise ApiError(f"{action}: cannot connect to the API", status=None) from None
+
+
+class Api:
+    """The calls g5kdeploy makes, each returning plain JSON data."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempts: int = 4,
+        retry_wait_max: float = 20.0,
+        submit_settle: float = 3.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self._gk = Grid5000(
+            uri=endpoint.url,
+            username=endpoint.username,
+            password=endpoint.password,
+            verify_ssl=endpoint.verify_ssl,
+            timeout=timeout,
+        )
+        self._attempts = attempts
+        self._retry_wait_max = retry_wait_max
+        self._submit_settle = submit_settle
+
+    @property
+    def user(self) -> str | None:
+        return self.endpoint.username
+
+    def _retrying(self, action: str, call: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_random_exponential(multiplier=1, max=self._retry_wait_max),
+            before_sleep=lambda state: log.warning(
+                "api retry", action=action, attempt=state.attempt_number, error=str(state.outcome.exception())
+            ),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt, _translated(action):
+                return call()
+        raise AssertionError("unreachable: tenacity reraises")
+
+    # Reference and status -------------------------------------------------------------------------
+
+    def site_uids(self) -> list[str]:
+        return self._retrying("list sites", lambda: [site.uid for site in self._gk.sites.list()])
+
+    def clusters(self, site: str) -> list[dict[str, Any]]:
+        """Every cluster of ``site``, production ones included."""
+        return self._retrying(
+            f"list clusters of {site}",
+            lambda: [c.to_dict() for c in self._gk.sites[site].clusters.list(queues="all")],
+        )
+
+    def site_status(self, site: str) -> dict[str, Any]:
+        return self._retrying(
+            f"status of {site}",
+            lambda: self._gk.sites[site].status.list(disks="no", vlans="no", subnets="no").to_dict(),
+        )
+
+    # Jobs -------------------------------------------------------------------------------------------
+
+    def find_jobs(self, site: str, name: str, *, live_only: bool = True) -> list[dict[str, Any]]:
+        """Our jobs on ``site`` called ``name``, oldest first."""
+        query: dict[str, Any] = {"name": name}
+        if live_only:
+            query["state"] = LIVE_STATES
+        if self.user:
+            query["user"] = self.user
+        jobs = self._retrying(
+            f"look up job {name!r} on {site}",
+            lambda: [job.to_dict() for job in self._gk.sites[site].jobs.list(**query)],
+        )
+        return sorted((job for job in jobs if job.get("name") == name), key=lambda job: job["uid"])
+
+    def get_job(self, site: str, uid: int) -> dict[str, Any]:
+        return self._retrying(f"get job {site}/{uid}", lambda: self._gk.sites[site].jobs[uid].to_dict())
+
+    def submit_job(self, site: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Submit ``body`` (which must carry a unique ``name``) and return the job, created exactly once.
+
+        python-grid5000 never retries a POST. When one fails with a 5xx, a time-out or a dropped
+        connection, the job may exist all the same, so the job is looked up by name before any new
+        attempt; and should a slow first POST land after a retry, the younger duplicate is deleted.
+        """
+        name = body["name"]
+        failures = 0
+        while True:
+            try:
+                with _translated(f"submit job {name!r} to {site}"):
+                    job: dict[str, Any] = self._gk.sites[site].jobs.create(body).to_dict()
+                break
+            except ApiError as exc:
+                if not _is_transient(exc):
+                    raise
+                failures += 1
+                log.warning("job submission failed; looking the job up by name", site=site, error=str(exc))
+                time.sleep(self._submit_settle)
+                existing = self.find_jobs(site, name)
+                if existing:
+                    job = existing[0]
+                    log.info("the failed submission did create the job", site=site, uid=job["uid"])
+                    return self.get_job(site, job["uid"])
+                if failures >= self._attempts:
+                    raise
+        if failures:
+            self._delete_duplicates(site, name, keep=job["uid"])
+        return job
+
+    def _delete_duplicates(self, site: str, name: str, *, keep: int) -> None:
+        for duplicate in self.find_jobs(site, name):
+            if duplicate["uid"] != keep:
+                log.warning("deleting a duplicate job", site=site, uid=duplicate["uid"], kept=keep)
+                self.delete_job(site, duplicate["uid"])
+
+    def delete_job(self, site: str, uid: int) -> bool:
+        """Ask for ``uid`` to be killed; False when it was already over or gone."""
+        try:
+            self._retrying(f"delete job {site}/{uid}", lambda: self._gk.sites[site].jobs.delete(uid))
+        except ApiError as exc:
+            if ALREADY_KILLED in str(exc) or exc.status == 404:
+                return False
+            raise
+        return True

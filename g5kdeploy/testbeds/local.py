@@ -1,0 +1,70 @@
+"""The local testbed: the Grid'5000 API simulator, started per run as a daemon on loopback.
+
+The simulator keeps its state in the run directory, so every later command of the run (``g5k status``,
+``g5k release``, or a rerun after a crash) talks to the same jobs; it is stopped by PID at release.
+Its login is the local user and any password: it listens on 127.0.0.1 only and guards nothing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+
+from g5kdeploy.clock import Clock, WallClock
+from g5kdeploy.credentials import Endpoint
+from g5kdeploy.log import get_logger
+from g5kdeploy.process import is_running, spawn_daemon, stop_pid, wait_for_line
+from g5kdeploy.results import LocalTestbedRecord, RunRecord, RunStore
+from g5kdeploy.testbeds.api import Api
+
+log = get_logger(__name__)
+SIMULATOR_MARK = "g5kdeploy"
+STARTUP_TIMEOUT = 30.0
+
+
+class LocalTestbed:
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        # The simulator runs at speed 1 from the wall clock, so both agree on the time.
+        self.clock: Clock = clock or WallClock()
+
+    def open(self, record: RunRecord, store: RunStore) -> Api:
+        api = self.connect(record)
+        if api is None:
+            self._start_simulator(record, store)
+            api = self.connect(record)
+        assert api is not None
+        return api
+
+    def connect(self, record: RunRecord) -> Api | None:
+        local = record.local
+        if not (local and local.simulator_pid and local.simulator_url):
+            return None
+        if not is_running(local.simulator_pid, expect=SIMULATOR_MARK):
+            return None
+        return Api(
+            Endpoint(url=local.simulator_url, username=getpass.getuser() or "g5k", password="local"),
+            timeout=30.0,
+            attempts=3,
+            retry_wait_max=2.0,
+            submit_settle=0.5,
+        )
+
+    def _start_simulator(self, record: RunRecord, store: RunStore) -> None:
+        directory = store.directory(record.run_id) / "testbed"
+        state = directory / "simulator-state.json"
+        log_path = directory / "simulator.log"
+        argv = [sys.executable, "-m", "g5kdeploy", "sim", "serve", "--port", "0", "--state", str(state)]
+        pid = spawn_daemon(argv, log_path=log_path)
+        record.local = LocalTestbedRecord(simulator_pid=pid, simulator_state=str(state))
+        store.save(record)
+        url = wait_for_line(log_path, "http://", pid=pid, timeout=STARTUP_TIMEOUT)
+        record.local.simulator_url = url
+        store.save(record)
+        log.info("simulator started", url=url, pid=pid)
+
+    def close(self, record: RunRecord, store: RunStore) -> None:
+        if record.local and record.local.simulator_pid:
+            if stop_pid(record.local.simulator_pid, expect=SIMULATOR_MARK):
+                log.info("simulator stopped", pid=record.local.simulator_pid)
+            record.local.simulator_pid = None
+            store.save(record)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the main job on the local testbed: the statx playbook, then release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+G5K=.venv/bin/g5k
+run_id=$($G5K reserve playbooks/statx-local.yaml --json "$@" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+$G5K status "$run_id"
+$G5K release "$run_id"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run every check: lint, format, and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/pytest -q "$@"
