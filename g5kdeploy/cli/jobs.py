@@ -94,7 +94,7 @@ def release_command(
     for record in records:
         testbed = testbed_for(record.testbed)
         try:
-            with store.locked(record.run_id):
+            with store.locked(record.run_id), Status(f"releasing {record.run_id}", console=state.err):
                 api = testbed.open(record, store)
                 report[record.run_id] = release(record, store, api, testbed)
         except G5kError as exc:

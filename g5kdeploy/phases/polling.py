@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Seconds between polls in the last moments before a predicted start and while the job launches.
-FAST_POLL = 0.5
+FAST_POLL = 0.25
 #: Below this many seconds before the predicted start, sleep straight to it.
 FINAL_APPROACH = 10.0
 #: Longest single sleep, so that a prediction that moved earlier is seen in time.

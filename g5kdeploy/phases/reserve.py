@@ -177,10 +177,12 @@ def _wait_running(
             entry = pending[key]
             assert entry.uid is not None
             job = api.get_job(entry.site, entry.uid)
+            before = entry.model_dump()
             _apply(entry, job)
-            store.save(record)
             if on_update:
                 on_update(entry, job)
+            if entry.model_dump() != before:
+                store.save(record)
             _check(entry, job, reservation.start_deadline_epoch(entry.submitted_at or now), reservation.start_deadline)
             if entry.state == "running":
                 del pending[key], due[key]

@@ -82,6 +82,13 @@ class Api:
         self._attempts = attempts
         self._retry_wait_max = retry_wait_max
         self._submit_settle = submit_settle
+        self._sites: dict[str, Any] = {}
+
+    def _site(self, uid: str) -> Any:
+        # Each ``gk.sites[uid]`` is a GET of static reference data: fetch a site once, not before every call.
+        if uid not in self._sites:
+            self._sites[uid] = self._gk.sites[uid]
+        return self._sites[uid]
 
     @property
     def user(self) -> str | None:
@@ -111,13 +118,13 @@ class Api:
         """Every cluster of ``site``, production ones included."""
         return self._retrying(
             f"list clusters of {site}",
-            lambda: [c.to_dict() for c in self._gk.sites[site].clusters.list(queues="all")],
+            lambda: [c.to_dict() for c in self._site(site).clusters.list(queues="all")],
         )
 
     def site_status(self, site: str) -> dict[str, Any]:
         return self._retrying(
             f"status of {site}",
-            lambda: self._gk.sites[site].status.list(disks="no", vlans="no", subnets="no").to_dict(),
+            lambda: self._site(site).status.list(disks="no", vlans="no", subnets="no").to_dict(),
         )
 
     # Jobs -------------------------------------------------------------------------------------------
@@ -131,12 +138,12 @@ class Api:
             query["user"] = self.user
         jobs = self._retrying(
             f"look up job {name!r} on {site}",
-            lambda: [job.to_dict() for job in self._gk.sites[site].jobs.list(**query)],
+            lambda: [job.to_dict() for job in self._site(site).jobs.list(**query)],
         )
         return sorted((job for job in jobs if job.get("name") == name), key=lambda job: job["uid"])
 
     def get_job(self, site: str, uid: int) -> dict[str, Any]:
-        return self._retrying(f"get job {site}/{uid}", lambda: self._gk.sites[site].jobs[uid].to_dict())
+        return self._retrying(f"get job {site}/{uid}", lambda: self._site(site).jobs[uid].to_dict())
 
     def submit_job(self, site: str, body: dict[str, Any]) -> dict[str, Any]:
         """Submit ``body`` (which must carry a unique ``name``) and return the job, created exactly once.
@@ -150,7 +157,7 @@ class Api:
         while True:
             try:
                 with _translated(f"submit job {name!r} to {site}"):
-                    job: dict[str, Any] = self._gk.sites[site].jobs.create(body).to_dict()
+                    job: dict[str, Any] = self._site(site).jobs.create(body).to_dict()
                 break
             except ApiError as exc:
                 if not _is_transient(exc):
@@ -178,7 +185,7 @@ class Api:
     def delete_job(self, site: str, uid: int) -> bool:
         """Ask for ``uid`` to be killed; False when it was already over or gone."""
         try:
-            self._retrying(f"delete job {site}/{uid}", lambda: self._gk.sites[site].jobs.delete(uid))
+            self._retrying(f"delete job {site}/{uid}", lambda: self._site(site).jobs.delete(uid))
         except ApiError as exc:
             if ALREADY_KILLED in str(exc) or exc.status == 404:
                 return False
