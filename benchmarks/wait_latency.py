@@ -112,16 +112,20 @@ def main() -> int:
         uid = record.jobs[0].uid
         assert uid is not None
         rows: list[tuple[str, float, int]] = [("agent", agent_seen - running_since(server, uid), job_gets(server, uid))]
-        rows += [(name, seen["at"] - running_since(server, uids[name]), job_gets(server, uids[name]))
-                 for name, seen in pollers.items()]
+        rows += [
+            (name, seen["at"] - running_since(server, uids[name]), job_gets(server, uids[name]))
+            for name, seen in pollers.items()
+        ]
 
     print(f"job starting {LEAD / 3600:.0f} simulated h after submission; simulator at speed {speed:g}")
     print(f"{'poller':<22}{'detection delay (sim s)':>26}{'GETs on the job':>18}")
     for name, delay, gets in rows:
         print(f"{name:<22}{delay:>26.2f}{gets:>18}")
     agent, fixed, backoff = rows
-    print(f"ratios  agent/fixed GETs {agent[2] / fixed[2]:.3f}  agent/backoff GETs {agent[2] / backoff[2]:.3f}  "
-          f"agent/backoff delay {agent[1] / max(backoff[1], 1e-9):.4f}")
+    print(
+        f"ratios  agent/fixed GETs {agent[2] / fixed[2]:.3f}  agent/backoff GETs {agent[2] / backoff[2]:.3f}  "
+        f"agent/backoff delay {agent[1] / max(backoff[1], 1e-9):.4f}"
+    )
     met = agent[1] <= 1.0 and agent[2] <= backoff[2]
     print(f"target (delay <= 1 sim s and GETs <= backoff's): {'met' if met else 'MISSED'}")
     return 0 if met else 1

@@ -165,3 +165,13 @@ def test_site_auto_picks_a_site_with_room_and_says_why_not_the_others(g5k, sim, 
     [job] = ours(sim)
     assert job["assigned_nodes"][0].endswith(".nancy.grid5000.fr")
     g5k("release")
+
+
+def test_release_all_releases_every_run_that_holds_jobs(g5k, sim, tmp_path):
+    book = write_playbook(tmp_path, playbook_text(nodes=1))
+    runs = [json.loads(g5k("reserve", str(book), "--json").stdout)["run_id"] for _ in range(2)]
+    assert len(ours(sim)) == 2
+    result = g5k("release", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(result.stdout)) == sorted(runs)
+    assert ours(sim) == []
