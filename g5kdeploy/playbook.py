@@ -188,11 +188,75 @@ def _parse_deadline(value: str) -> datetime | int:
     return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
 
 
+EbpfState = Literal["on", "off"]
+
+
+class Bench(_Strict):
+    """The statx sweep: every combination of threads, eBPF state and repetition, on every selected node."""
+
+    roles: list[str] | None = None
+    paths: Annotated[list[str], Field(min_length=1)]
+    iterations: Annotated[int, Field(gt=0, le=1_000_000_000)] = 100_000
+    warmup: Annotated[int, Field(ge=0, le=1_000_000_000)] = 1_000
+    threads: Annotated[list[Annotated[int, Field(gt=0, le=1024)]], Field(min_length=1)] = [1]
+    repetitions: Annotated[int, Field(gt=0, le=1000)] = 1
+    ebpf: Annotated[list[EbpfState], Field(min_length=1)] = ["off"]
+    timeout: Annotated[int, Field(gt=0, le=86_400)] = 600
+
+    @field_validator("ebpf", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as a boolean.
+        if isinstance(value, list):
+            return [{True: "on", False: "off"}.get(item, item) if isinstance(item, bool) else item for item in value]
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is relative: give absolute paths, as the nodes see them")
+        return value
+
+    @field_validator("threads", "ebpf", "roles")
+    @classmethod
+    def _distinct(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{value!r} repeats an entry: list each value once")
+        return value
+
+
+class Ssh(_Strict):
+    """How to reach Grid'5000 nodes; the local testbed makes its own keys."""
+
+    key: str | None = None
+
+
 class Playbook(_Strict):
     version: Literal[1]
     name: str
     testbed: Literal["grid5000", "local"]
     reservation: Reservation
+    ssh: Ssh = Ssh()
+    bench: Bench | None = None
+
+    @model_validator(mode="after")
+    def _bench_roles_exist(self) -> Playbook:
+        if self.bench and self.bench.roles:
+            unknown = [role for role in self.bench.roles if role not in self.reservation.roles]
+            if unknown:
+                raise ValueError(
+                    f"bench.roles: {', '.join(unknown)} not among reservation.roles "
+                    f"({', '.join(self.reservation.roles)})"
+                )
+        return self
+
+    @property
+    def bench_roles(self) -> list[str]:
+        if self.bench and self.bench.roles:
+            return list(self.bench.roles)
+        return list(self.reservation.roles)
 
     @field_validator("name")
     @classmethod
@@ -290,6 +354,11 @@ def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
 
 def _describe(error: Any, root: yaml.Node | None, source: str) -> str:
     loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    named = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", str(error.get("ctx", {}).get("error", "")))
+    if not loc and named:
+        # A check across sections names the field it is about at the start of its message.
+        loc = tuple(named.group(1).split("."))
+        error = {**error, "ctx": {"error": named.group(2)}}
     node = _node_at(root, loc)
     line = f":{node.start_mark.line + 1}" if node is not None else ""
     field = ".".join(str(part) for part in loc) or "(top level)"

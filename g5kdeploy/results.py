@@ -101,7 +101,14 @@ class LocalTestbedRecord(BaseModel):
     simulator_pid: int | None = None
     simulator_url: str | None = None
     simulator_state: str | None = None
-    clock: dict[str, float] | None = None
+    sshd_pids: dict[str, int] = {}
+
+
+class NodeAccess(BaseModel):
+    """How later phases reach the run's nodes: ``ssh -F ssh_config <node name>``, and where to work there."""
+
+    ssh_config: str
+    workdirs: dict[str, str]
 
 
 class RunRecord(BaseModel):
@@ -115,6 +122,9 @@ class RunRecord(BaseModel):
     jobs: list[JobEntry] = []
     roles: dict[str, list[str]] = {}
     local: LocalTestbedRecord | None = None
+    access: NodeAccess | None = None
+    #: Commands that switch the eBPF program on and off on a node, once a deploy phase has provided them.
+    ebpf_toggle: dict[str, str] | None = None
     released_at: str | None = None
 
     def live_jobs(self) -> list[JobEntry]:

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the local testbed and the test suite use.
-APT_PACKAGES=(python3 python3-venv)
+# Debian packages the local testbed and the test suite use: sshd for the nodes, a C compiler for the benchmark.
+APT_PACKAGES=(python3 python3-venv openssh-server openssh-client openssh-sftp-server gcc libc6-dev)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -34,7 +34,9 @@ def agent_env(sim, tmp_path, monkeypatch):
         "HOME": str(tmp_path / "home"),
         "G5K_RESULTS_DIR": str(tmp_path / "results"),
     }
-    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    # The agent only needs the key to exist for the ssh_config it writes; nothing connects to Grid'5000.
+    (tmp_path / "home" / ".ssh" / "id_ed25519").write_text("not a real key\n")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

@@ -57,6 +57,7 @@ def reserve(
     store.save(record)
     api: Api | None = None
     try:
+        testbed.preflight(playbook)
         api = testbed.open(record, store)
         if not record.jobs:
             _record_plans(record, store, api, playbook, now=testbed.clock.now())
@@ -64,6 +65,8 @@ def reserve(
             _ensure_submitted(entry, record, store, api, playbook)
         _wait_running(record, store, api, testbed, playbook, on_update)
         record.roles = _roles(record)
+        store.save(record)
+        testbed.access(record, store)
         finish_phase(record, PHASE)
         store.save(record)
         return record

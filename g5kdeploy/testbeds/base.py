@@ -9,15 +9,28 @@ from __future__ import annotations
 from typing import Protocol
 
 from g5kdeploy.clock import Clock
-from g5kdeploy.results import RunRecord, RunStore
+from g5kdeploy.playbook import Playbook
+from g5kdeploy.results import NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
 
 
 class Testbed(Protocol):
     clock: Clock
 
+    def preflight(self, playbook: Playbook) -> None:
+        """Fail now, before any job exists, on what would make the nodes unusable later (keys, sshd)."""
+        ...
+
     def open(self, record: RunRecord, store: RunStore) -> Api:
         """Make the API reachable for ``record`` (starting what the testbed needs) and return it."""
+        ...
+
+    def access(self, record: RunRecord, store: RunStore) -> NodeAccess:
+        """Make the run's nodes reachable over SSH (starting them, on the local testbed) and say how."""
+        ...
+
+    def ebpf_unavailable(self, record: RunRecord) -> str | None:
+        """Why the eBPF program cannot be switched on here, or None when it can."""
         ...
 
     def connect(self, record: RunRecord) -> Api | None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from g5kdeploy.clock import Clock, WallClock
-from g5kdeploy.credentials import resolve_endpoint
+from g5kdeploy.credentials import inside_grid5000, resolve_endpoint
 from g5kdeploy.errors import CredentialsError
-from g5kdeploy.results import RunRecord, RunStore
+from g5kdeploy.playbook import Playbook
+from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text
 from g5kdeploy.testbeds.api import Api
+from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config
 
 
 class Grid5000Testbed:
@@ -16,9 +21,41 @@ class Grid5000Testbed:
         self._env = env
         self.clock: Clock = clock or WallClock()
 
+    def preflight(self, playbook: Playbook) -> None:
+        find_key(playbook.ssh.key, self._home())
+
+    def _home(self) -> Path:
+        env = os.environ if self._env is None else self._env
+        return Path(env.get("HOME", str(Path.home())))
+
     def open(self, record: RunRecord, store: RunStore) -> Api:  # noqa: ARG002 - nothing to start
         endpoint = resolve_endpoint(env=self._env)
         return Api(endpoint)
+
+    def access(self, record: RunRecord, store: RunStore) -> NodeAccess:
+        nodes = sorted({node for nodes in record.roles.values() for node in nodes})
+        playbook = Playbook.model_validate(record.playbook)
+        endpoint = resolve_endpoint(env=self._env)
+        directory = store.directory(record.run_id) / "ssh"
+        config = directory / "ssh_config"
+        text = grid5000_ssh_config(
+            nodes,
+            login=endpoint.username or getpass.getuser(),
+            key=find_key(playbook.ssh.key, self._home()),
+            known_hosts=directory / "known_hosts",
+            inside=inside_grid5000(),
+        )
+        atomic_write_text(config, text)
+        # /tmp on a node is wiped when the node is redeployed or rebooted at the end of the job.
+        workdir = f"/tmp/g5kdeploy-{record.run_id}"
+        record.access = NodeAccess(ssh_config=str(config), workdirs=dict.fromkeys(nodes, workdir))
+        store.save(record)
+        return record.access
+
+    def ebpf_unavailable(self, record: RunRecord) -> str | None:
+        if record.ebpf_toggle is None:
+            return "no eBPF toggle yet: run g5k deploy first, which installs the program and its commands"
+        return None
 
     def connect(self, record: RunRecord) -> Api | None:  # noqa: ARG002 - same API for every run
         try:

@@ -1,4 +1,5 @@
-"""The local testbed: the Grid'5000 API simulator, started per run as a daemon on loopback.
+"""The local testbed: the Grid'5000 API simulator, started per run as a daemon on loopback, and one real
+sshd per node it assigns.
 
 The simulator keeps its state in the run directory, so every later command of the run (``g5k status``,
 ``g5k release``, or a rerun after a crash) talks to the same jobs; it is stopped by PID at release.
@@ -13,9 +14,11 @@ import sys
 from g5kdeploy.clock import Clock, WallClock
 from g5kdeploy.credentials import Endpoint
 from g5kdeploy.log import get_logger
+from g5kdeploy.playbook import Playbook
 from g5kdeploy.process import is_running, spawn_daemon, stop_pid, wait_for_line
-from g5kdeploy.results import LocalTestbedRecord, RunRecord, RunStore
+from g5kdeploy.results import LocalTestbedRecord, NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
+from g5kdeploy.testbeds.loopback import require_sshd, start_nodes, stop_nodes
 
 log = get_logger(__name__)
 SIMULATOR_MARK = "g5kdeploy"
@@ -26,6 +29,9 @@ class LocalTestbed:
     def __init__(self, *, clock: Clock | None = None) -> None:
         # The simulator runs at speed 1 from the wall clock, so both agree on the time.
         self.clock: Clock = clock or WallClock()
+
+    def preflight(self, playbook: Playbook) -> None:  # noqa: ARG002 - every local run needs the same
+        require_sshd()
 
     def open(self, record: RunRecord, store: RunStore) -> Api:
         api = self.connect(record)
@@ -62,7 +68,34 @@ class LocalTestbed:
         store.save(record)
         log.info("simulator started", url=url, pid=pid)
 
+    def access(self, record: RunRecord, store: RunStore) -> NodeAccess:
+        """One real sshd per node, under the node's Grid'5000 name; restarted if they were stopped."""
+        names = sorted({node for nodes in record.roles.values() for node in nodes})
+        local = record.local or LocalTestbedRecord()
+        pids = local.sshd_pids
+        if record.access and sorted(pids) == names and all(is_running(pid, expect="sshd") for pid in pids.values()):
+            return record.access
+        if pids:
+            stop_nodes(pids.values())
+        started = start_nodes(store.directory(record.run_id) / "testbed" / "nodes", names)
+        local.sshd_pids = {node.name: node.pid for node in started.nodes}
+        record.local = local
+        record.access = NodeAccess(
+            ssh_config=str(started.ssh_config), workdirs={node.name: str(node.workdir) for node in started.nodes}
+        )
+        store.save(record)
+        log.info("local nodes up", nodes=len(started.nodes), ssh_config=str(started.ssh_config))
+        return record.access
+
+    def ebpf_unavailable(self, record: RunRecord) -> str | None:  # noqa: ARG002 - the same for every run
+        return "the local testbed runs the host's kernel: no custom kernel, no kprobe override"
+
     def close(self, record: RunRecord, store: RunStore) -> None:
+        if record.local and record.local.sshd_pids:
+            stop_nodes(record.local.sshd_pids.values())
+            log.info("local nodes stopped", nodes=len(record.local.sshd_pids))
+            record.local.sshd_pids = {}
+            store.save(record)
         if record.local and record.local.simulator_pid:
             if stop_pid(record.local.simulator_pid, expect=SIMULATOR_MARK):
                 log.info("simulator stopped", pid=record.local.simulator_pid)

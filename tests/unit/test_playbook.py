@@ -67,3 +67,38 @@ def test_start_deadline_accepts_a_duration_or_a_date():
     assert relative.start_deadline_epoch(1000.0) == 1000.0 + 1800
     absolute = parse_playbook(GOOD + "  start_deadline: 2026-12-01T19:30\n").reservation
     assert absolute.start_deadline_epoch(0.0) == 1796149800
+
+
+BENCH = GOOD + """\
+bench:
+  roles: [exporter]
+  paths: [/etc/hostname]
+  threads: [1, 4]
+  ebpf: [on, off]
+"""
+
+
+def test_bench_section_reads_yaml_on_off_as_ebpf_states():
+    bench = parse_playbook(BENCH).bench
+    assert bench is not None
+    assert bench.ebpf == ["on", "off"]
+    assert bench.threads == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("roles: [exporter]", "roles: [exporter, loader]"), ":11: bench.roles: loader not among reservation.roles"),
+        (("paths: [/etc/hostname]", "paths: [etc/hostname]"), "bench.paths: 'etc/hostname' is relative"),
+        (("paths: [/etc/hostname]", "paths: []"), "bench.paths: List should have at least 1 item"),
+        (("threads: [1, 4]", "threads: [1, 1]"), "bench.threads: [1, 1] repeats an entry"),
+        (("threads: [1, 4]", "threads: [0]"), "bench.threads.0: Input should be greater than 0"),
+        (("ebpf: [on, off]", "ebpf: [maybe]"), "bench.ebpf.0: 'maybe' is not allowed; expected 'on' or 'off'"),
+        (("paths: [/etc/hostname]", "paths: [/etc/hostname]\n  timeout: -1"), "bench.timeout: Input should be greater"),
+        (("paths: [/etc/hostname]", "paths: [/etc/hostname]\n  repeats: 3"), "bench.repeats: unknown key"),
+    ],
+)
+def test_bad_bench_sections_are_refused_with_the_field(change, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_playbook(BENCH.replace(*change), source="b.yaml")
+    assert expected in str(caught.value)

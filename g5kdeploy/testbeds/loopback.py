@@ -1,0 +1,297 @@
+"""Real sshd "nodes" on loopback addresses, each with its own host key, for the local testbed and the tests.
+
+Node ``i`` is one ``sshd -D`` listening on ``127.0.0.(2+i)`` (another ``127.0.x`` block past 250 nodes); all
+nodes of one start share one port, picked free on every address, so several runs can coexist. Everything
+(keys, configs, logs, each node's working directory) lives in the given directory, so no root privileges are
+needed; ``ssh -F <directory>/ssh_config <name>`` reaches a node under its Grid'5000 name with its host key
+really checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from g5kdeploy.errors import DeadlineExceeded, TestbedError
+from g5kdeploy.log import get_logger
+from g5kdeploy.process import is_running, spawn_daemon, stop_pid
+
+log = get_logger(__name__)
+
+SSHD_MARK = "sshd"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+NODES_PER_BLOCK = 250
+# Below Linux's ephemeral range (32768+), so an outgoing connection never holds our port.
+PORT_RANGE = (10000, 32000)
+PORT_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class LoopbackNode:
+    name: str
+    address: str
+    port: int
+    workdir: Path
+    pid: int
+
+
+@dataclass(frozen=True)
+class LoopbackNodes:
+    directory: Path
+    ssh_config: Path
+    known_hosts: Path
+    key: Path
+    nodes: tuple[LoopbackNode, ...]
+
+
+def require_sshd() -> Path:
+    """The sshd binary; sshd re-executes itself, so the path must be absolute."""
+    for candidate in ("/usr/sbin/sshd", shutil.which("sshd")):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise TestbedError("sshd not found", hint="apt-get install openssh-server")
+
+
+def loopback_address(index: int) -> str:
+    block, offset = divmod(index, NODES_PER_BLOCK)
+    return f"127.0.{block}.{2 + offset}"
+
+
+def start_nodes(directory: Path, names: Sequence[str], *, timeout: float = 30.0) -> LoopbackNodes:
+    """Start one sshd per name and return once every node answers the SSH banner."""
+    if len(set(names)) != len(names) or not names:
+        raise TestbedError(f"node names must be distinct and non-empty, got {list(names)!r}")
+    sshd = require_sshd()
+    deadline = time.monotonic() + timeout
+    directory = directory.resolve()
+    key = _prepare_directory(directory)
+    addresses = [loopback_address(index) for index in range(len(names))]
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = _free_port(addresses)
+        nodes = _write_node_configs(directory, names, addresses, port)
+        pids: list[int] = []
+        try:
+            for node_dir in nodes:
+                pids.append(_spawn_sshd(sshd, node_dir))
+            _wait_ready(addresses, port, pids, [directory / "nodes" / n for n in names], deadline)
+        except _PortTaken:
+            # Another program bound the port between our bind test and sshd's: try another one.
+            stop_nodes(pids)
+            if attempt == PORT_ATTEMPTS:
+                raise TestbedError(f"no free loopback port after {PORT_ATTEMPTS} attempts") from None
+            continue
+        except BaseException:
+            stop_nodes(pids)
+            raise
+        result = LoopbackNodes(
+            directory=directory,
+            ssh_config=_write_ssh_config(directory, names, addresses, port, key),
+            known_hosts=_write_known_hosts(directory, names, addresses, port),
+            key=key,
+            nodes=tuple(
+                LoopbackNode(name=name, address=address, port=port, workdir=nodes[i] / "work", pid=pids[i])
+                for i, (name, address) in enumerate(zip(names, addresses, strict=True))
+            ),
+        )
+        log.info("loopback nodes started", nodes=len(names), port=port, directory=str(directory))
+        return result
+    raise AssertionError("unreachable")
+
+
+def stop_nodes(pids: Iterable[int], *, timeout: float = 10.0) -> None:
+    """Stop each sshd by PID, with every connection it accepted, if the PID is still an sshd."""
+    for pid in pids:
+        if not is_running(pid, expect=SSHD_MARK):
+            continue
+        # sshd puts each accepted connection in a session of its own (setsid), so its process group does not
+        # reach them: end those sessions first, or an open connection (a ControlMaster) would outlive the node.
+        for child in _children(pid):
+            _kill_session(child)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        stop_pid(pid, expect=SSHD_MARK, timeout=timeout)
+
+
+def node_is_up(node: LoopbackNode) -> bool:
+    return is_running(node.pid, expect=SSHD_MARK) and _banner(node.address, node.port)
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _prepare_directory(directory: Path) -> Path:
+    (directory / "keys").mkdir(parents=True, exist_ok=True)
+    (directory / "keys").chmod(0o700)
+    if os.geteuid() == 0:
+        # A root sshd needs its privilege-separation directory; an unprivileged one does not use it.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    key = directory / "keys" / "id_ed25519"
+    if not key.exists():
+        _keygen(key, comment="g5kdeploy-loopback")
+    authorized = directory / "authorized_keys"
+    authorized.write_text(key.with_suffix(".pub").read_text())
+    authorized.chmod(0o600)
+    return key
+
+
+def _keygen(path: Path, *, comment: str) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def _free_port(addresses: Sequence[str]) -> int:
+    """A port no socket holds on any of ``addresses`` right now."""
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        if all(_bindable(address, port) for address in addresses):
+            return port
+    raise TestbedError(f"no port free on all {len(addresses)} loopback addresses")
+
+
+def _bindable(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def _write_node_configs(directory: Path, names: Sequence[str], addresses: Sequence[str], port: int) -> list[Path]:
+    node_dirs = []
+    for name, address in zip(names, addresses, strict=True):
+        node_dir = directory / "nodes" / name
+        (node_dir / "work").mkdir(parents=True, exist_ok=True)
+        host_key = node_dir / "ssh_host_ed25519_key"
+        if not host_key.exists():
+            _keygen(host_key, comment=name)
+        (node_dir / "sshd_config").write_text(
+            f"ListenAddress {address}:{port}\n"
+            f"HostKey {host_key}\n"
+            f"PidFile {node_dir / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {directory / 'authorized_keys'}\n"
+            "PermitRootLogin prohibit-password\n"
+            "PubkeyAuthentication yes\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+            "UseDNS no\n"
+            "AllowTcpForwarding yes\n"
+            # Many parallel pre-auth connections (fan-out, a node used as a jump host) must not be dropped.
+            "MaxStartups 200:30:400\n"
+            "MaxSessions 50\n"
+            # All nodes share one hostname: this is how a command learns which node it runs on. They also share
+            # the developer's home, whose ~/.bashrc bash reads for every ssh command at level 1 (pyenv init
+            # there costs 0.2 s a command); SHLVL=1 keeps that shell setup, which no node has, out of them.
+            f'SetEnv "G5K_NODE={name}" "G5K_NODE_DIR={node_dir / "work"}" SHLVL=1\n'
+            f"Subsystem sftp {SFTP_SERVER}\n"
+        )
+        node_dirs.append(node_dir)
+    return node_dirs
+
+
+def _spawn_sshd(sshd: Path, node_dir: Path) -> int:
+    log_path = node_dir / "sshd.log"
+    log_path.write_bytes(b"")
+    return spawn_daemon([str(sshd), "-D", "-e", "-f", str(node_dir / "sshd_config")], log_path=log_path)
+
+
+def _wait_ready(
+    addresses: Sequence[str], port: int, pids: Sequence[int], node_dirs: Sequence[Path], deadline: float
+) -> None:
+    waiting = set(range(len(addresses)))
+    while waiting:
+        for index in sorted(waiting):
+            if _banner(addresses[index], port):
+                waiting.discard(index)
+            elif not is_running(pids[index], expect=SSHD_MARK):
+                tail = (node_dirs[index] / "sshd.log").read_text(errors="replace")[-2000:]
+                if "Address already in use" in tail:
+                    raise _PortTaken
+                raise TestbedError(f"sshd of {node_dirs[index].name} exited at start; its log ends with:\n{tail}")
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(node_dirs[index].name for index in sorted(waiting))
+            raise DeadlineExceeded(f"sshd not answering on port {port} in time: {names}")
+        time.sleep(0.02)
+
+
+def _banner(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1.0) as connection:
+            return connection.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
+def _write_ssh_config(directory: Path, names: Sequence[str], addresses: Sequence[str], port: int, key: Path) -> Path:
+    blocks = [f"Host {name}\n  HostName {address}\n" for name, address in zip(names, addresses, strict=True)]
+    # ssh keeps the first value it reads, so the per-node HostName blocks come before the common settings.
+    blocks.append(
+        "Host *\n"
+        f"  User {getpass.getuser()}\n"
+        f"  Port {port}\n"
+        f"  IdentityFile {key}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {directory / 'known_hosts'}\n"
+        "  StrictHostKeyChecking yes\n"
+        "  BatchMode yes\n"
+        "  ConnectTimeout 5\n"
+        "  LogLevel ERROR\n"
+    )
+    path = directory / "ssh_config"
+    path.write_text("".join(blocks))
+    return path
+
+
+def _write_known_hosts(directory: Path, names: Sequence[str], addresses: Sequence[str], port: int) -> Path:
+    lines = []
+    for name, address in zip(names, addresses, strict=True):
+        key_type, key_data = (directory / "nodes" / name / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        lines.append(f"[{address}]:{port} {key_type} {key_data}\n")
+    path = directory / "known_hosts"
+    path.write_text("".join(lines))
+    return path
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _children(pid: int) -> list[int]:
+    # Fields after the command name: state, ppid, pgrp, session, ...
+    return [other for other in _all_pids() if (stat := _proc_stat(other)) and stat[1] == str(pid)]
+
+
+def _kill_session(session: int) -> None:
+    for member in _all_pids():
+        stat = _proc_stat(member)
+        if stat and stat[3] == str(session):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, signal.SIGKILL)
