@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the local testbed and the test suite use: sshd for the nodes, a C compiler for the benchmark.
-APT_PACKAGES=(python3 python3-venv openssh-server openssh-client openssh-sftp-server gcc libc6-dev)
+# Debian packages the local testbed and the test suite use: sshd for the nodes, a C compiler for the benchmark,
+# clang, libbpf and bpftool for the eBPF checks, and Nix (parse and evaluate only) for the Nix checks.
+APT_PACKAGES=(python3 python3-venv openssh-server openssh-client openssh-sftp-server gcc libc6-dev
+  clang llvm libbpf-dev bpftool nix-bin)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

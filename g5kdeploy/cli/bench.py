@@ -57,12 +57,13 @@ def bench_command(
             f"{record.run_id}: {summary.done + summary.ran} results ({summary.ran} new), "
             f"{len(summary.failed)} failed, {len(summary.skipped)} skipped; table: {summary.csv}",
             highlight=False,
+            markup=False,
         )
         by_reason: dict[str, int] = {}
         for reason in summary.skipped.values():
             by_reason[reason] = by_reason.get(reason, 0) + 1
         for reason, count in sorted(by_reason.items()):
-            state.out.print(f"  skipped {count} (combination, node) pairs: {reason}", highlight=False)
+            state.out.print(f"  skipped {count} (combination, node) pairs: {reason}", highlight=False, markup=False)
     if summary.failed:
         missing = "\n".join(f"  {label}: {reason}" for label, reason in sorted(summary.failed.items()))
         raise G5kError(

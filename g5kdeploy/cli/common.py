@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from g5kdeploy.errors import G5kError
 from g5kdeploy.log import redact
@@ -53,9 +54,9 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except G5kError as exc:
-            err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
             if exc.hint:
-                err.print(f"[yellow]hint:[/] {redact(exc.hint)}", highlight=False)
+                err.print(f"[yellow]hint:[/] {escape(redact(exc.hint))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")

@@ -106,7 +106,7 @@ def release_command(
         for run_id, lines in report.items():
             state.out.print(f"[bold]{run_id}[/]", highlight=False)
             for line in lines or ["nothing to release"]:
-                state.out.print(f"  {line}", highlight=False)
+                state.out.print(f"  {line}", highlight=False, markup=False)
     if failures:
         raise G5kError("some runs were not fully released:\n" + "\n".join(failures), hint="run g5k release again")
 
@@ -180,4 +180,4 @@ def _print_roles(state: Settings, record: RunRecord) -> None:
         table.add_row(role, "\n".join(nodes))
     state.out.print(table)
     jobs = ", ".join(f"{j.site}/{j.uid}" for j in record.jobs)
-    state.out.print(f"jobs {jobs}; release with: g5k release {record.run_id}", highlight=False)
+    state.out.print(f"jobs {jobs}; release with: g5k release {record.run_id}", highlight=False, markup=False)

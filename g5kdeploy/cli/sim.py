@@ -63,6 +63,12 @@ def serve(
     seed: Annotated[int | None, typer.Option(help="Seed for every random draw.")] = None,
     deploy_ko_rate: Annotated[float, typer.Option(help="Probability that a node's deployment is KO.")] = 0.0,
     allow_remote: Annotated[bool, typer.Option(help="Allow binding a non-loopback address.")] = False,
+    trust_user_header: Annotated[
+        bool, typer.Option(help="Take the login from X-Api-User-CN, as behind a frontend's proxy (no Basic auth).")
+    ] = False,
+    prediction_delay: Annotated[
+        float, typer.Option(help="Simulated seconds before a waiting job gets scheduled_at and predicted nodes.")
+    ] = 0.0,
 ) -> None:
     """Serve the API; the first line of stdout is the base URL."""
     if not allow_remote and not _is_loopback(host):
@@ -78,6 +84,8 @@ def serve(
         state_file=state,
         seed=seed,
         deploy_ko_rate=deploy_ko_rate,
+        trust_user_header=trust_user_header,
+        prediction_delay=prediction_delay,
     )
     try:
         config.validate()

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from g5kdeploy.errors import G5kError
 
+# What ssh exits with when the connection, not the remote command, failed.
+SSH_CONNECTION_FAILED = 255
+
 
 class RemoteError(G5kError):
     """An SSH operation could not be made at all (bad arguments, no connection, a refused host key)."""
@@ -35,3 +38,17 @@ class TransferResult:
     bytes: int
     error: str | None
     duration: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One ssh client's end, before the operation gives it a meaning (a command's or a transfer's)."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool
+    error: str | None
+    connection_failed: bool
+    attempts: int = 1

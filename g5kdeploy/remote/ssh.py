@@ -3,19 +3,19 @@
 Every operation goes in two steps. First the hosts without a live master are connected (``ssh host true``,
 which leaves a master behind thanks to ``ControlPersist``), at most ``max_new_connections`` at a time: that
 is the part the Grid'5000 access gateway limits. Then the operation itself starts on every connected host at
-once, each process only opening a channel on its host's master. A host whose ssh exits 255 (connection
+once, each client only opening a channel on its host's master (commands: one local bash starts all the
+clients, see ``batch``; transfers: execo ``Put``/``Get`` and pipelines). A host whose ssh exits 255 (connection
 refused, reset, dropped) is tried again, after a random pause, through the same two steps; a command's own
 non-zero exit is never retried.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,12 +26,12 @@ from execo.process import ProcessBase
 from g5kdeploy.errors import ConfigError
 from g5kdeploy.log import get_logger
 from g5kdeploy.remote import transfer
+from g5kdeploy.remote.batch import Collector, finish_process, launch
 from g5kdeploy.remote.masters import Masters
-from g5kdeploy.remote.results import CommandResult, TransferResult
+from g5kdeploy.remote.results import CommandResult, Outcome, TransferResult
 
 log = get_logger(__name__)
 
-SSH_CONNECTION_FAILED = 255
 # `timeout` exits 124 when it stopped the command, 137 when it had to SIGKILL it.
 TIMEOUT_EXITS = (124, 137)
 KILL_AFTER = 2
@@ -41,21 +41,8 @@ RETRY_PAUSE = (0.2, 1.0)
 POLL = 0.005
 QUIET = {"nolog_exit_code": True, "nolog_timeout": True, "nolog_error": True}
 
-Starter = Callable[[Sequence[str]], Mapping[str, ProcessBase]]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One process's end: what ``fanout`` hands back before the caller gives it a meaning."""
-
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    duration: float
-    timed_out: bool
-    error: str | None
-    connection_failed: bool
-    attempts: int = 1
+# Starts the operation on the given (connected) hosts.
+Starter = Callable[[Sequence[str]], Collector]
 
 
 class SshRunner:
@@ -93,14 +80,8 @@ class SshRunner:
     ) -> dict[str, CommandResult]:
         remote = remote_command(command, timeout=timeout, env=env)
 
-        def start(ready: Sequence[str]) -> dict[str, ProcessBase]:
-            processes = {
-                host: SshProcess(remote, Host(host), connection_params=self.connection_params, **QUIET)
-                for host in ready
-            }
-            for process in processes.values():
-                process.start()
-            return processes
+        def start(ready: Sequence[str]) -> Collector:
+            return launch(ready, lambda host: ("ssh", *self.ssh_options, host, remote), self._masters.directory)
 
         outcomes = self.fanout(hosts, start, limit=timeout + LOCAL_GRACE)
         return {host: _command_result(host, outcome, timeout) for host, outcome in outcomes.items()}
@@ -145,7 +126,7 @@ class SshRunner:
             outcomes = self._connect(pending)
             ready = [host for host in pending if host not in outcomes]
             if ready:
-                outcomes.update(wait_all(start(ready), limit))
+                outcomes.update(start(ready)(limit))
             for host, outcome in outcomes.items():
                 final[host] = replace(outcome, attempts=attempt)
             pending = [host for host in pending if outcomes[host].connection_failed]
@@ -171,38 +152,12 @@ class SshRunner:
                 if not probe.ended and time.monotonic() < deadline:
                     continue
                 del running[host]
-                outcome = _finish(probe)
+                outcome = finish_process(probe)
                 if not (outcome.exit_code == 0 and outcome.error is None):
                     detail = _last_line(outcome.stderr) or outcome.error or f"exit {outcome.exit_code}"
                     failures[host] = replace(outcome, error=f"cannot connect: {detail}", connection_failed=True)
             time.sleep(POLL)
         return failures
-
-
-def wait_all(processes: Mapping[str, ProcessBase], limit: float) -> dict[str, Outcome]:
-    """Wait for every process until one shared deadline, then kill the stragglers."""
-    deadline = time.monotonic() + limit
-    for process in processes.values():
-        process.wait(max(0.0, deadline - time.monotonic()))
-    return {host: _finish(process) for host, process in processes.items()}
-
-
-def _finish(process: ProcessBase) -> Outcome:
-    timed_out = not process.ended
-    if timed_out:
-        process.kill()
-        process.wait(LOCAL_GRACE)
-    exit_code = None if process.exit_code is None else os.waitstatus_to_exitcode(process.exit_code)
-    end = process.end_date or time.time()
-    return Outcome(
-        exit_code=None if timed_out else exit_code,
-        stdout=process.stdout,
-        stderr=process.stderr,
-        duration=end - (process.start_date or end),
-        timed_out=timed_out,
-        error=str(process.error_reason) if process.error else None,
-        connection_failed=exit_code == SSH_CONNECTION_FAILED,
-    )
 
 
 def remote_command(command: str, *, timeout: float, env: Mapping[str, str] | None = None) -> str:

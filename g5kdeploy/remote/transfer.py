@@ -18,11 +18,12 @@ from execo.process import ProcessBase
 
 from g5kdeploy.errors import ConfigError
 from g5kdeploy.remote import manifest
+from g5kdeploy.remote.batch import Collector, collect_processes
 from g5kdeploy.remote.manifest import MANIFEST_NAME
-from g5kdeploy.remote.results import TransferResult
+from g5kdeploy.remote.results import Outcome, TransferResult
 
 if TYPE_CHECKING:
-    from g5kdeploy.remote.ssh import Outcome, SshRunner, Starter
+    from g5kdeploy.remote.ssh import SshRunner, Starter
 
 CHECK_TIMEOUT = 120.0
 
@@ -35,7 +36,7 @@ def put(
     expected = manifest.file_sha256(local)
     size = local.stat().st_size
 
-    def start(ready: Sequence[str]) -> dict[str, ProcessBase]:
+    def start(ready: Sequence[str]) -> Collector:
         action = Put([Host(h) for h in ready], [str(local)], remote, connection_params=runner.connection_params)
         return _started(action.processes)
 
@@ -58,7 +59,7 @@ def get(
     for host in ready:
         (local_dir / host).mkdir(parents=True, exist_ok=True)
 
-    def start(batch: Sequence[str]) -> dict[str, ProcessBase]:
+    def start(batch: Sequence[str]) -> Collector:
         # execo replaces {{{host}}} with each host's address: one destination directory per host.
         target = f"{local_dir}/{{{{{{host}}}}}}/"
         action = Get([Host(h) for h in batch], [remote], target, connection_params=runner.connection_params)
@@ -144,7 +145,7 @@ def _check_received(host: str, target: Path, outcome: Outcome) -> TransferResult
 
 
 def _pipelines(script_for: Callable[[str], str]) -> Starter:
-    def start(ready: Sequence[str]) -> dict[str, ProcessBase]:
+    def start(ready: Sequence[str]) -> Collector:
         return _started_by_host(
             {host: Process(("bash", "-o", "pipefail", "-c", script_for(host)), nolog_exit_code=True) for host in ready}
         )
@@ -164,15 +165,15 @@ def _remote_sha256(runner: SshRunner, hosts: Sequence[str], remote: str) -> dict
     return sums
 
 
-def _started(processes: Sequence[ProcessBase]) -> dict[str, ProcessBase]:
+def _started(processes: Sequence[ProcessBase]) -> Collector:
     return _started_by_host({process.host.address: process for process in processes})
 
 
-def _started_by_host(processes: Mapping[str, ProcessBase]) -> dict[str, ProcessBase]:
+def _started_by_host(processes: Mapping[str, ProcessBase]) -> Collector:
     for process in processes.values():
         process.nolog_exit_code = True
         process.start()
-    return dict(processes)
+    return collect_processes(processes)
 
 
 def _failure(outcome: Outcome, what: str) -> str:

@@ -10,11 +10,14 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from g5kdeploy.simulator.errors import ApiError
+from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
 from g5kdeploy.simulator.model import Simulator
 from g5kdeploy.simulator.render import COLLECTION, ITEM
 
 JSON_TYPE = "application/json; charset=utf-8"
+# g5k-api treats these logins as "no user": reads are allowed, writes get 403.
+NO_USER = frozenset({"", "anonymous", "unknown", "(unknown)"})
+USER_HEADER = "X-Api-User-CN"
 UNAUTHORIZED_PAGE = (
     '<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>401 Unauthorized</title>\n'
     "</head><body>\n<h1>Unauthorized</h1>\n<p>This server could not verify that you\nare authorized to access "
@@ -37,8 +40,16 @@ def user() -> str | None:
 def require_user() -> str:
     login = user()
     if login is None:
-        raise ApiError(403, "You are not authorized to access this resource")
+        raise ApiError(403, FORBIDDEN)
     return login
+
+
+def known_site(site: str) -> dict[str, Any]:
+    """The site's reference document; 404 for a site the inventory does not have."""
+    doc: dict[str, Any] | None = simulator().reference.sites.get(site)
+    if doc is None:
+        raise ApiError(404, f"Cannot find resource /sites/{site}")
+    return doc
 
 
 def respond(data: Any, collection: bool = False, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -61,17 +72,33 @@ def text(body: str, status: int, headers: dict[str, str] | None = None) -> Respo
     return response
 
 
+def _unauthorized() -> Response:
+    """The front proxy's answer to missing or wrong Basic credentials (g5k-api itself never sends it)."""
+    response = Response(UNAUTHORIZED_PAGE, status=401)
+    response.headers["Content-Type"] = "text/html; charset=iso-8859-1"
+    response.headers["WWW-Authenticate"] = 'Basic realm="Grid\'5000 API"'
+    return response
+
+
 def _authenticate() -> Response | None:
-    header = request.headers.get("Authorization", "")
+    """Set `g.user` to the caller's login, None for "no user"; a Response stops the request (401)."""
     g.user = None
-    if not header:
+    config = simulator().config
+    if config.trust_user_header and USER_HEADER in request.headers:
+        # As on a frontend: the proxy already identified the caller and says who it is.
+        login = request.headers[USER_HEADER].strip()
+        g.user = None if login in NO_USER else login
         return None
+    header = request.headers.get("Authorization", "")
+    if not header:
+        # With a users file the simulator stands for the outside entry point, which demands credentials.
+        return _unauthorized() if config.users is not None and not config.trust_user_header else None
     scheme, _, encoded = header.partition(" ")
     try:
         login, sep, password = base64.b64decode(encoded.strip()).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         sep = ""
-    users = simulator().config.users
+    users = config.users
     valid = (
         scheme.lower() == "basic"
         and bool(sep)
@@ -79,11 +106,8 @@ def _authenticate() -> Response | None:
         and (users.get(login) == password if users is not None else bool(password))
     )
     if not valid:
-        response = Response(UNAUTHORIZED_PAGE, status=401)
-        response.headers["Content-Type"] = "text/html; charset=iso-8859-1"
-        response.headers["WWW-Authenticate"] = 'Basic realm="Grid\'5000 API"'
-        return response
-    g.user = login
+        return _unauthorized()
+    g.user = None if login in NO_USER else login
     return None
 
 
@@ -109,6 +133,7 @@ def create_app(sim: Simulator) -> Flask:
         if exc.code == 404:
             path = request.path.removeprefix(prefix)
             return text(f"Cannot find resource {path}", 404)
-        return text(exc.description or exc.name, exc.code or 500)
+        # g5k-api answers with the bare reason phrase, e.g. `Method Not Allowed` for a 405.
+        return text(exc.name, exc.code or 500)
 
     return app

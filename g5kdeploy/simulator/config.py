@@ -22,6 +22,10 @@ class SimConfig:
     deploy_ko_rate: float = 0.0
     deploy_error_rate: float = 0.0
     api_version: str = "stable"
+    # Take the caller's login from `X-Api-User-CN`, as g5k-api does behind a Grid'5000 frontend's proxy.
+    trust_user_header: bool = False
+    # Simulated seconds before the scheduler first sees a waiting job (gives it `scheduled_at` and nodes).
+    prediction_delay: float = 0.0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -33,5 +37,7 @@ class SimConfig:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if self.launch_seconds < 0 or self.deploy_seconds < 0:
             raise ValueError("launch_seconds and deploy_seconds must be >= 0")
+        if self.prediction_delay < 0:
+            raise ValueError(f"prediction_delay must be >= 0, got {self.prediction_delay}")
         if not self.api_version or "/" in self.api_version:
             raise ValueError(f"api_version must be a single path segment, got {self.api_version!r}")

@@ -8,38 +8,38 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from g5kdeploy.simulator.errors import ApiError
+from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
 from g5kdeploy.simulator.records import Deployment, Job
 
 _NODES_INVALID = "The deployment you are trying to submit is not valid: nodes must be a non-empty list of node FQDN"
-_OPTIONAL = (
-    "version",
-    "arch",
-    "partition_label",
-    "block_device",
-    "vlan",
-    "reformat_tmp",
-    "disable_bootloader_install",
-    "disable_disk_partitioning",
-    "ignore_nodes_deploying",
-)
+_OPTIONAL = ("version", "arch", "partition_label", "block_device", "vlan", "reformat_tmp")
+FLAGS = ("disable_bootloader_install", "disable_disk_partitioning", "ignore_nodes_deploying")
+_FALSE = {"", "false", "no", "0", "off"}
+
+
+def as_flag(value: object) -> bool:
+    """Form bodies (and some JSON clients) send flags as strings, where `bool("false")` would be True."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE
+    return bool(value)
 
 
 class DeploymentStore:
     """All deployments of all sites; callers hold the simulator lock."""
 
-    def __init__(self, deploy_seconds: float, ko_rate: float, error_rate: float, prefix: str) -> None:
+    def __init__(self, deploy_seconds: float, ko_rate: float, error_rate: float, api_version: str) -> None:
         self.items: dict[str, Deployment] = {}
         self.deploy_seconds = deploy_seconds
         self.ko_rate = ko_rate
         self.error_rate = error_rate
-        self.prefix = prefix
+        self.api_version = api_version
 
     def create(
         self, site: str, user: str, body: dict[str, Any], jobs: Iterable[Job], now: float, rng: random.Random
     ) -> Deployment:
         nodes = body.get("nodes")
         if isinstance(nodes, str):
+            # A form body with a single `nodes` field, or a JSON client sending one FQDN.
             nodes = [nodes]
         if not isinstance(nodes, list) or not nodes or not all(isinstance(n, str) and n for n in nodes):
             raise ApiError(400, _NODES_INVALID)
@@ -73,7 +73,10 @@ class DeploymentStore:
             planned_status="error" if errored else "terminated",
             planned_ko=ko,
             key=self._key_url(site, user, body.get("key")),
-            extra={k: body[k] for k in _OPTIONAL if k in body},
+            extra={
+                **{k: body[k] for k in _OPTIONAL if k in body},
+                **{k: as_flag(body[k]) for k in FLAGS if k in body},
+            },
         )
         self.items[dep.uid] = dep
         return dep
@@ -85,7 +88,7 @@ class DeploymentStore:
         if key.startswith(("http://", "https://")):
             return key
         digest = hashlib.sha1(key.encode()).hexdigest()
-        return f"https://api.grid5000.fr/{self.prefix}/sites/{site}/files/{user}-key-{digest}"
+        return f"https://api.grid5000.fr/{self.api_version}/sites/{site}/files/{user}-key-{digest}"
 
     def get(self, site: str, uid: str) -> Deployment:
         dep = self.items.get(uid)
@@ -96,7 +99,7 @@ class DeploymentStore:
     def cancel(self, site: str, uid: str, user: str, now: float) -> Deployment:
         dep = self.get(site, uid)
         if dep.user != user:
-            raise ApiError(403, "You are not authorized to access this resource")
+            raise ApiError(403, FORBIDDEN)
         if dep.status == "processing":
             dep.status = "canceled"
             dep.updated_at = now
@@ -105,14 +108,11 @@ class DeploymentStore:
     def next_event(self) -> float | None:
         return min((d.end_at for d in self.items.values() if d.status == "processing"), default=None)
 
-    def advance(self, t: float) -> bool:
-        changed = False
+    def advance(self, t: float) -> None:
         for dep in self.items.values():
             if dep.status == "processing" and dep.end_at <= t:
                 dep.status = dep.planned_status
                 dep.updated_at = dep.end_at
-                changed = True
-        return changed
 
     def listing(self, site: str, query: dict[str, str]) -> list[Deployment]:
         found = [

@@ -3,8 +3,12 @@
 Spec: rules separated by `;`, each `METHOD PATH_GLOB:key=value,...` with METHOD in GET|POST|DELETE|PUT|*,
 PATH_GLOB an fnmatch pattern on the path after the version prefix, and keys `500`/`502`/`503`/`504`
 (probability of that answer), `delay` (real seconds added), `drop` (probability of closing the connection
-unanswered), `after` (1: let the request take effect, then answer with the injected status) and
-`count` (at most that many injections).
+unanswered), `after` and `count` (at most that many injections; a rule counts only when it injected
+something).
+
+Without `after`, faults strike before the application: a dropped or failed request had no effect. With
+`after=1` the application runs first, then the delay, the drop or the status replaces its answer: "the
+POST took effect but the answer was slow, lost or an error".
 """
 
 from __future__ import annotations
@@ -93,17 +97,26 @@ def parse_faults(spec: str) -> list[FaultRule]:
     return [_parse_rule(part) for part in spec.split(";") if part.strip()]
 
 
-def _ignore_write(_data: bytes) -> None:
+@dataclass
+class Decision:
+    """What the matching rules inject into one request."""
+
+    delay: float = 0.0
+    drop: bool = False
+    status: int | None = None
+    after: bool = False
+
+    @property
+    def acts_first(self) -> bool:
+        return self.after and (self.delay > 0 or self.drop or self.status is not None)
+
+
+def _discard(_data: bytes) -> None:
     return None
 
 
-def _discarding_start_response(*_args: Any, **_kwargs: Any) -> Callable[[bytes], None]:
-    """For `after` faults: the real answer is produced for its side effects, then thrown away."""
-    return _ignore_write
-
-
 class FaultMiddleware:
-    """Counts requests, strips `.json` suffixes and applies the fault rules before the Flask app."""
+    """Counts requests, strips `.json` suffixes and applies the fault rules around the Flask app."""
 
     def __init__(
         self, app: WSGIApp, rules: list[FaultRule], prefix: str, seed: int | None, record: Callable[[str, str], None]
@@ -115,22 +128,26 @@ class FaultMiddleware:
         self.record = record
         self.lock = threading.Lock()
 
-    def _decide(self, method: str, path: str) -> tuple[float, bool, int | None, bool]:
-        delay, drop, status, after = 0.0, False, None, False
+    def _decide(self, method: str, path: str) -> Decision:
+        decision = Decision()
         with self.lock:
             for rule in self.rules:
                 if not rule.matches(method, path):
                     continue
-                fired = rule.delay > 0
-                delay += rule.delay
-                if rule.drop and self.rng.random() < rule.drop:
-                    drop = fired = True
-                for code, chance in sorted(rule.statuses.items()):
-                    if status is None and self.rng.random() < chance:
-                        status, after, fired = code, rule.after, True
+                fired = False
+                if rule.delay > 0:
+                    decision.delay += rule.delay
+                    fired = True
+                if rule.drop and not decision.drop and self.rng.random() < rule.drop:
+                    decision.drop = fired = True
+                if not decision.drop:
+                    for code, chance in sorted(rule.statuses.items()):
+                        if decision.status is None and self.rng.random() < chance:
+                            decision.status, fired = code, True
                 if fired:
                     rule.used += 1
-        return delay, drop, status, after
+                    decision.after = decision.after or rule.after
+        return decision
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
@@ -140,24 +157,37 @@ class FaultMiddleware:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         relative = path.removeprefix(self.prefix) or "/"
         self.record(method, relative)
-        delay, drop, status, after = self._decide(method, relative)
-        if delay:
-            time.sleep(delay)
-        if drop:
+        decision = self._decide(method, relative)
+        answer = self._run(environ) if decision.acts_first else None
+        if decision.delay:
+            time.sleep(decision.delay)
+        if decision.drop:
             return self._drop(environ, start_response)
-        if status is not None and after:
-            result = self.app(environ, _discarding_start_response)
-            try:
-                for _ in result:
-                    pass
-            finally:
-                close = getattr(result, "close", None)
-                if close:
-                    close()
-        if status is not None:
-            start_response(STATUS_TEXT[status], [("Content-Type", "text/plain; charset=utf-8")])
-            return [_BODIES[status].encode()]
+        if decision.status is not None:
+            start_response(STATUS_TEXT[decision.status], [("Content-Type", "text/plain; charset=utf-8")])
+            return [_BODIES[decision.status].encode()]
+        if answer is not None:
+            status, headers, body = answer
+            start_response(status, headers)
+            return [body]
         return self.app(environ, start_response)
+
+    def _run(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Run the application to completion and keep its answer, so a fault can replace or hold it."""
+        captured: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], _exc_info: Any = None) -> Callable[..., None]:
+            captured[:] = [status, headers]
+            return _discard
+
+        result = self.app(environ, start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close:
+                close()
+        return captured[0], captured[1], body
 
     @staticmethod
     def _drop(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

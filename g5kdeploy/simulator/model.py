@@ -2,7 +2,8 @@
 
 Time only moves forward through `_advance`, called under the lock by every public entry point: it
 replays, in order, every state change due since the last call, so answers match what a server that
-had been watching continuously would say whatever the `speed`.
+had been watching continuously would say whatever the `speed`. Every answer is rendered under the lock
+too: the HTTP layer never sees a live Job or Deployment that another request could be changing.
 """
 
 from __future__ import annotations
@@ -11,23 +12,29 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from g5kdeploy.clock import ScaledClock
+from g5kdeploy.simulator import walltime
+from g5kdeploy.simulator.background import BackgroundLoad
 from g5kdeploy.simulator.config import SimConfig
 from g5kdeploy.simulator.deployments import DeploymentStore
-from g5kdeploy.simulator.errors import ApiError
-from g5kdeploy.simulator.persistence import load_state, save_state
-from g5kdeploy.simulator.records import ACTIVE_STATES, Deployment, Job
+from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
+from g5kdeploy.simulator.jobbook import JobBook
+from g5kdeploy.simulator.oarsub import paris_time
+from g5kdeploy.simulator.persistence import load_state, restore, save_state, snapshot
+from g5kdeploy.simulator.records import FINAL_STATES, Job
 from g5kdeploy.simulator.reference import load_reference
-from g5kdeploy.simulator.render import job_item
+from g5kdeploy.simulator.render import deployment_item, job_item
 from g5kdeploy.simulator.requirements import Requirements
-from g5kdeploy.simulator.scheduler import Gantt, PartNeed, earliest, fit
+from g5kdeploy.simulator.scheduler import PartNeed, earliest, fit
+from g5kdeploy.simulator.status import build_status
 
-FIRST_JOB_UID = 1894417
-BACKGROUND_USERS = ("alice", "bob", "carol", "dave")
-# Finished background jobs are forgotten after a simulated day so long runs stay small.
-BACKGROUND_RETENTION = 86400.0
+# Beyond a simulated day of catch-up (a restart after a long stop, a huge speed), background jobs are not
+# replayed one by one: they are dropped and the sites refilled at "now", which nobody can tell apart.
+CATCHUP_LIMIT = 86400.0
+T = TypeVar("T")
 
 
 class Simulator:
@@ -42,41 +49,34 @@ class Simulator:
         self.cores = {fqdn: node.cores for fqdn, node in self.reference.by_fqdn.items()}
         self._lock = threading.RLock()
         self._rng = random.Random(config.seed)
-        self._jobs: dict[int, Job] = {}
-        self._needs: dict[int, list[PartNeed]] = {}
-        self._history: dict[int, list[tuple[str, float]]] = {}
+        self._book = JobBook(config.launch_seconds, config.prediction_delay)
+        self._background = BackgroundLoad(self.reference, config.background_load, self._rng)
+        self._filling = True
         self._requests: Counter[tuple[str, str]] = Counter()
         self.deployments = DeploymentStore(
             config.deploy_seconds, config.deploy_ko_rate, config.deploy_error_rate, config.api_version
         )
-        self._next_uid = FIRST_JOB_UID
-        self._next_event_uid = 0
         saved = load_state(config.state_file) if config.state_file else None
-        if saved is None:
-            real = time.time()
-            self.clock = ScaledClock(real, real, config.speed)
-            self._processed = self.clock.now()
-            for site in self.reference.nodes:
-                self._refill(site, self._processed, self._reschedule(site, self._processed), initial=True)
+        with self._lock:
+            if saved is None:
+                real = time.time()
+                self.clock = ScaledClock(real, real, config.speed)
+                self._processed = self.clock.now()
+                self._fill_all(self._processed)
+            else:
+                self._restore(saved)
             self._save()
-        else:
-            self._restore(saved)
 
     # ---- introspection used by tests and benchmarks -------------------------------------------------
 
     def jobs(self, site: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            self._advance()
-            return [job_item(j, self.prefix, self.cores) for j in self._sorted_jobs(site)]
+        return self._locked(lambda: [self._render(j) for j in self._book.sorted_jobs(site)])
 
     def live_jobs(self, site: str | None = None) -> list[dict[str, Any]]:
-        return [j for j in self.jobs(site) if j["state"] not in ("terminated", "error")]
+        return [j for j in self.jobs(site) if j["state"] not in FINAL_STATES]
 
     def job_history(self, site: str, uid: int) -> list[tuple[str, float]]:
-        with self._lock:
-            self._advance()
-            self.job(site, uid)
-            return list(self._history.get(uid, []))
+        return self._locked(lambda: list(self._book.history.get(self._job(site, uid).uid, [])))
 
     def record_request(self, method: str, path: str) -> None:
         with self._lock:
@@ -91,22 +91,26 @@ class Simulator:
                 and (path_prefix is None or p.startswith(path_prefix) or f"{self.prefix}{p}".startswith(path_prefix))
             )
 
-    # ---- jobs ---------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return self._locked(lambda: self._processed)
 
-    def job(self, site: str, uid: int) -> Job:
-        with self._lock:
-            self._advance()
-            job = self._jobs.get(uid)
-            if job is None or job.site != site:
-                raise ApiError(404, f"Couldn't find OAR::Job with 'job_id'={uid}")
-            return job
+    # ---- jobs (every answer rendered under the lock) ------------------------------------------------
 
-    def list_jobs(self, site: str) -> list[Job]:
-        with self._lock:
-            self._advance()
-            return self._sorted_jobs(site)
+    def job(self, site: str, uid: int) -> dict[str, Any]:
+        return self._locked(lambda: self._render(self._job(site, uid)))
 
-    def submit(self, site: str, user: str, body: dict[str, Any]) -> Job:
+    def list_jobs(
+        self, site: str, keep: Callable[[Job], bool], offset: int, limit: int, resources: bool
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of `site`'s jobs matching `keep` (newest first) and the number of matches."""
+
+        def page() -> tuple[list[dict[str, Any]], int]:
+            found = [j for j in self._book.sorted_jobs(site) if keep(j)]
+            return [self._render(j, resources) for j in found[offset : offset + limit]], len(found)
+
+        return self._locked(page)
+
+    def submit(self, site: str, user: str, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self._advance()
             now = self._processed
@@ -117,7 +121,7 @@ class Simulator:
                 else []
             )
             job = Job(
-                uid=self._next_uid,
+                uid=self._book.take_uid(),
                 site=site,
                 user=user,
                 command=spec.command,
@@ -134,18 +138,17 @@ class Simulator:
                 scheduled_at=spec.reservation,
                 nodes=reserved,
             )
-            self._next_uid += 1
-            self._add(job, spec.needs, now)
+            self._book.add(job, spec.needs, now)
             self._reschedule_and_fill(site, now)
             self._save()
-            return job
+            return self._render(job)
 
     def delete(self, site: str, uid: int, user: str) -> str:
         """Kill a job; returns the oardel output g5k-api puts in `X-Oar-Info`."""
         with self._lock:
-            job = self.job(site, uid)
+            job = self._job(site, uid)
             if job.user != user:
-                raise ApiError(403, "You are not authorized to access this resource")
+                raise ApiError(403, FORBIDDEN)
             if job.final:
                 raise self.requirements.relay(
                     site, f"jobs/{uid}.json", f"Cannot frag {uid} ; This job was already killed."
@@ -153,133 +156,109 @@ class Simulator:
             now = self._processed
             job.events.append(
                 {
-                    "uid": self._event_uid(),
+                    "uid": self._book.event_uid(),
                     "created_at": int(now),
                     "type": "FRAG_JOB_REQUEST",
                     "description": f"[oardel] Job {uid} has been deleted by {user}",
                 }
             )
-            self._finish(job, now, "error")
+            if job.state == "waiting":
+                # A job that never started holds no nodes: its prediction must not outlive it.
+                job.scheduled_at, job.nodes = None, []
+            self._book.finish(job, now, "error")
             self._reschedule_and_fill(site, now)
             self._save()
             return f"Deleting the job = {uid} ...REGISTERED. The job(s) [ {uid} ] will be deleted in a near future."
 
     def walltime_info(self, site: str, uid: int) -> dict[str, Any]:
-        with self._lock:
-            job = self.job(site, uid)
-            return {
-                "uid": job.uid,
-                "walltime": _hms(job.walltime),
-                "possible": "UNLIMITED",
-                "timeout": 0,
-                "force": "NO",
-                "delay_next_jobs": "NO",
-                "whole": "NO",
-                "granted": _hms(job.walltime - self._initial_walltime(job)),
-                "pending": "0:0:0",
-                "granted_with_whole": "0:0:0",
-                "granted_with_force": "0:0:0",
-                "granted_with_delay_next_jobs": "0:0:0",
-                "links": [
-                    {"rel": "self", "href": f"{self.prefix}/sites/{site}/jobs/{uid}/walltime"},
-                    {"rel": "parent", "href": f"{self.prefix}/sites/{site}/jobs/{uid}"},
-                ],
-            }
+        return self._locked(lambda: walltime.info(self._job(site, uid), self.prefix))
 
-    def change_walltime(self, site: str, uid: int, user: str, request: str) -> dict[str, Any]:
+    def change_walltime(self, site: str, uid: int, user: str, body: Mapping[str, Any]) -> dict[str, Any]:
         with self._lock:
-            job = self.job(site, uid)
+            job = self._job(site, uid)
             if job.user != user:
-                raise ApiError(403, "You are not authorized to access this resource")
+                raise ApiError(403, FORBIDDEN)
             what = f"jobs/{uid}/walltime.json"
             if job.state != "running":
                 raise self.requirements.relay(site, what, f"Walltime change can only be done for running jobs ({uid})")
-            new = self.requirements.new_walltime(site, what, job.walltime, request)
-            assert job.started_at is not None
-            gantt = self._gantt(site, exclude=job.uid)
-            end = job.started_at + max(new, job.walltime)
-            fits = all(gantt.is_free(node, job.started_at, end) for node in job.nodes)
-            if fits:
-                job.events.append(
-                    {
-                        "uid": self._event_uid(),
-                        "created_at": int(self._processed),
-                        "type": "WALLTIME_CHANGE",
-                        "description": f"walltime changed from {job.walltime} to {new}",
-                    }
-                )
-                job.walltime = new
+            new = self.requirements.new_walltime(site, what, job.walltime, str(body["walltime"]))
+            delay_next = walltime.yes_no(body.get("delay_next_jobs", False))
+            accepted = walltime.apply_change(self._book, job, new, delay_next, self._processed)
+            if accepted:
                 self._reschedule_and_fill(site, self._processed)
                 self._save()
             return {
                 "uid": uid,
-                "status": "Accepted" if fits else "Delayed",
-                "walltime": _hms(job.walltime),
+                "status": "Accepted" if accepted else "Delayed",
+                "walltime": walltime.oar_hms(job.walltime),
                 "message": f"walltime change request accepted for job {uid}, it will be handled shortly.",
             }
 
-    # ---- deployments --------------------------------------------------------------------------------
-
-    def deploy(self, site: str, user: str, body: dict[str, Any]) -> Deployment:
-        with self._lock:
-            self._advance()
-            dep = self.deployments.create(site, user, body, self._jobs.values(), self._processed, self._rng)
-            self._save()
-            return dep
-
-    def deployment(self, site: str, uid: str) -> Deployment:
-        with self._lock:
-            self._advance()
-            return self.deployments.get(site, uid)
-
-    def list_deployments(self, site: str, query: dict[str, str]) -> list[Deployment]:
-        with self._lock:
-            self._advance()
-            return self.deployments.listing(site, query)
-
-    def cancel_deployment(self, site: str, uid: str, user: str) -> Deployment:
-        with self._lock:
-            self._advance()
-            dep = self.deployments.cancel(site, uid, user, self._processed)
-            self._save()
-            return dep
-
-    def now(self) -> float:
-        with self._lock:
-            self._advance()
-            return self._processed
-
-    # ---- scheduling ---------------------------------------------------------------------------------
-
-    def _sorted_jobs(self, site: str | None) -> list[Job]:
-        return sorted(
-            (j for j in self._jobs.values() if site is None or j.site == site), key=lambda j: j.uid, reverse=True
+    def status(self, site: str, cluster: str | None, query: Mapping[str, str], anonymous: bool) -> dict[str, Any]:
+        """The site (or cluster) status; its `uid` and its jobs come from the same instant."""
+        path = f"{self.prefix}/sites/{site}" + (f"/clusters/{cluster}" if cluster else "")
+        nodes = [n for n in self.reference.nodes[site] if cluster is None or n.cluster == cluster]
+        site_doc = None if cluster else self.reference.sites[site]
+        return self._locked(
+            lambda: build_status(
+                nodes,
+                self._book.live(site),
+                self._processed,
+                query,
+                f"{path}/status",
+                path,
+                site_doc,
+                anonymous=anonymous,
+            )
         )
 
-    def _add(self, job: Job, needs: list[PartNeed], now: float) -> None:
-        self._jobs[job.uid] = job
-        self._needs[job.uid] = needs
-        self._history[job.uid] = [("waiting", job.submitted_at)]
-        if job.state != "waiting":
-            self._history[job.uid].append((job.state, now))
+    # ---- deployments --------------------------------------------------------------------------------
 
-    def _set_state(self, job: Job, state: str, t: float) -> None:
-        job.state = state
-        self._history.setdefault(job.uid, []).append((state, t))
+    def deploy(self, site: str, user: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._advance()
+            dep = self.deployments.create(site, user, body, self._book.live(site), self._processed, self._rng)
+            self._save()
+            return deployment_item(dep, self.prefix)
 
-    def _finish(self, job: Job, t: float, state: str) -> None:
-        self._set_state(job, state, t)
-        job.stopped_at = t
-        if state == "terminated":
-            job.exit_code = 0
-        self._needs.pop(job.uid, None)
+    def deployment(self, site: str, uid: str) -> dict[str, Any]:
+        return self._locked(lambda: deployment_item(self.deployments.get(site, uid), self.prefix))
+
+    def list_deployments(
+        self, site: str, query: dict[str, str], offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        def page() -> tuple[list[dict[str, Any]], int]:
+            found = self.deployments.listing(site, query)
+            return [deployment_item(d, self.prefix) for d in found[offset : offset + limit]], len(found)
+
+        return self._locked(page)
+
+    def cancel_deployment(self, site: str, uid: str, user: str) -> None:
+        with self._lock:
+            self._advance()
+            self.deployments.cancel(site, uid, user, self._processed)
+            self._save()
+
+    # ---- internals ----------------------------------------------------------------------------------
+
+    def _locked(self, produce: Callable[[], T]) -> T:
+        with self._lock:
+            self._advance()
+            return produce()
+
+    def _render(self, job: Job, resources: bool = True) -> dict[str, Any]:
+        return job_item(job, self.prefix, self.cores, resources=resources)
+
+    def _job(self, site: str, uid: int) -> Job:
+        self._advance()
+        job = self._book.jobs.get(uid)
+        if job is None or job.site != site:
+            raise ApiError(404, f"Couldn't find OAR::Job with 'job_id'={uid}")
+        return job
 
     def _check_reservation(self, site: str, needs: list[PartNeed], walltime: int, start: float) -> list[str]:
         """The nodes a reservation gets; OAR validates it against started jobs and other reservations only."""
-        gantt = Gantt()
-        for job in self._jobs.values():
-            if job.site == site and not job.final and (job.state in ACTIVE_STATES or job.reservation is not None):
-                gantt.add(job.nodes, self._start_of(job), self._start_of(job) + job.walltime)
+        gantt = self._book.gantt(site)
         nodes = fit(gantt, needs, start, start + walltime)
         if nodes is None:
             could, _ = earliest(gantt, needs, walltime, start)
@@ -288,135 +267,43 @@ class Simulator:
                 "jobs.json",
                 "Oarsub command exited with status 1: [ADMISSION RULE] Set default walltime to 3600. "
                 f"Reservation mode: waiting validation. Reservation not valid --> KO "
-                f"(This reservation could run at {self.requirements.paris(could)})",
+                f"(This reservation could run at {paris_time(could)})",
             )
         return nodes
 
-    @staticmethod
-    def _start_of(job: Job) -> float:
-        start = job.started_at if job.started_at is not None else job.reservation
-        assert start is not None
-        return start
-
-    def _gantt(self, site: str, exclude: int | None = None) -> Gantt:
-        gantt = Gantt()
-        for job in self._jobs.values():
-            if job.site != site or job.final or job.uid == exclude:
-                continue
-            if job.state in ACTIVE_STATES or job.reservation is not None:
-                gantt.add(job.nodes, self._start_of(job), self._start_of(job) + job.walltime)
-        return gantt
-
-    def _reschedule(self, site: str, t: float) -> Gantt:
-        """Predict every waiting job in submission order without delaying the ones before it."""
-        gantt = self._gantt(site)
-        waiting = sorted(
-            (j for j in self._jobs.values() if j.site == site and j.state == "waiting" and j.reservation is None),
-            key=lambda j: j.uid,
-        )
-        for job in waiting:
-            start, nodes = earliest(gantt, self._needs[job.uid], job.walltime, t)
-            job.scheduled_at, job.nodes = start, nodes
-            gantt.add(nodes, start, start + job.walltime)
-        return gantt
-
     def _reschedule_and_fill(self, site: str, t: float) -> None:
-        self._refill(site, t, self._reschedule(site, t))
+        gantt = self._book.reschedule(site, t)
+        if self._filling:
+            self._background.refill(self._book, site, t, gantt)
 
-    def _refill(self, site: str, t: float, gantt: Gantt, initial: bool = False) -> None:
-        """Keep about `background_load` of the site's nodes busy with other users' jobs that start now."""
-        load = self.config.background_load
-        nodes = self.reference.nodes.get(site, [])
-        if load <= 0 or not nodes:
-            return
-        candidates = tuple((n.cluster, n.fqdn) for n in nodes if n.props["exotic"] == "NO")
-        target = round(load * len(nodes))
-        busy = sum(len(j.nodes) for j in self._jobs.values() if j.site == site and j.state in ACTIVE_STATES)
-        failures = 0
-        while busy < target and failures < 3:
-            count = self._rng.randint(1, min(8, target - busy))
-            walltime = self._rng.randint(12, 72) * 300
-            started = t - self._rng.uniform(0, 0.8 * walltime) if initial else t
-            chosen = fit(gantt, [PartNeed(candidates, count)], t, started + walltime)
-            if chosen is None:
-                failures += 1
-                continue
-            job = Job(
-                uid=self._next_uid,
-                site=site,
-                user=self._rng.choice(BACKGROUND_USERS),
-                command=f"sleep {int(walltime * self._rng.uniform(0.5, 1.1))}",
-                resources=f"nodes={count},walltime={walltime // 3600}:{walltime % 3600 // 60:02d}",
-                properties="",
-                walltime=walltime,
-                submitted_at=started - 1,
-                scheduled_at=started,
-                started_at=started,
-                state="running",
-                nodes=chosen,
-                background=True,
-            )
-            self._next_uid += 1
-            self._add(job, [], started)
-            gantt.add(chosen, started, started + walltime)
-            busy += count
-
-    def _next_event(self) -> float | None:
-        times: list[float] = []
-        for job in self._jobs.values():
-            if job.state == "waiting" and job.scheduled_at is not None:
-                times.append(job.scheduled_at)
-            elif job.state == "launching" and job.started_at is not None:
-                times.append(
-                    min(job.started_at + self.config.launch_seconds, job.end_time(self.config.launch_seconds)[0])
-                )
-            elif job.state == "running":
-                times.append(job.end_time(self.config.launch_seconds)[0])
-        dep = self.deployments.next_event()
-        if dep is not None:
-            times.append(dep)
-        return min(times, default=None)
+    def _fill_all(self, t: float) -> None:
+        for site in self.reference.nodes:
+            self._background.refill(self._book, site, t, self._book.reschedule(site, t), initial=True)
 
     def _advance(self) -> None:
         now = self.clock.now()
-        changed = False
-        while (t := self._next_event()) is not None and t <= now:
-            t = max(t, self._processed)
-            self._step(t)
-            changed = True
+        jump = now - self._processed > CATCHUP_LIMIT
+        if jump:
+            self._book.drop_background()
+            self._filling = False
+        try:
+            while (t := self._next_event()) is not None and t <= now:
+                t = max(t, self._processed)
+                self._book.step(t, self._reschedule_and_fill)
+                self.deployments.advance(t)
+        finally:
+            self._filling = True
         self._processed = max(self._processed, now)
-        if changed:
-            self._save()
+        if jump:
+            self._fill_all(self._processed)
 
-    def _step(self, t: float) -> None:
-        launch = self.config.launch_seconds
-        touched: set[str] = set()
-        for job in list(self._jobs.values()):
-            if job.state == "waiting" and job.scheduled_at is not None and job.scheduled_at <= t:
-                job.started_at = job.scheduled_at
-                self._set_state(job, "launching", job.scheduled_at)
-            elif job.state in ACTIVE_STATES:
-                end, final = job.end_time(launch)
-                if end <= t:
-                    self._finish(job, end, final)
-                    touched.add(job.site)
-                elif job.state == "launching" and job.started_at is not None and job.started_at + launch <= t:
-                    self._set_state(job, "running", job.started_at + launch)
-            elif job.background and job.final and (job.stopped_at or 0) < t - BACKGROUND_RETENTION:
-                del self._jobs[job.uid]
-                self._history.pop(job.uid, None)
-        self.deployments.advance(t)
-        for site in sorted(touched):
-            self._reschedule_and_fill(site, t)
-
-    def _event_uid(self) -> int:
-        self._next_event_uid += 1
-        return self._next_event_uid
-
-    def _initial_walltime(self, job: Job) -> int:
-        return self.requirements.initial_walltime(job.resources)
+    def _next_event(self) -> float | None:
+        times = [t for t in (self._book.next_event(), self.deployments.next_event()) if t is not None]
+        return min(times, default=None)
 
     # ---- persistence --------------------------------------------------------------------------------
+    # Saved after each request that changes jobs or deployments, and at shutdown; changes that only come
+    # from time passing are not saved: a restart replays them from the saved state and the clock.
 
     def save(self) -> None:
         with self._lock:
@@ -427,43 +314,20 @@ class Simulator:
             return
         save_state(
             self.config.state_file,
-            {
-                "format": 1,
-                "clock": self.clock.to_dict(),
-                "processed": self._processed,
-                "next_uid": self._next_uid,
-                "next_event_uid": self._next_event_uid,
-                "jobs": [j.to_dict() for j in self._jobs.values()],
-                "history": {str(k): v for k, v in self._history.items()},
-                "deployments": [d.to_dict() for d in self.deployments.items.values()],
-                "rng": [self._rng.getstate()[0], list(self._rng.getstate()[1]), self._rng.getstate()[2]],
-            },
+            snapshot(self.clock, self._processed, self._book, self.deployments, self._rng),
         )
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        clock = ScaledClock(**saved["clock"])
+        clock, self._processed = restore(saved, self._book, self.deployments, self._rng, self._needs_for)
         if clock.speed != self.config.speed:
             # A new speed applies from now on; the simulated time reached so far is kept.
-            real = time.time()
-            clock = ScaledClock(real, clock.now(), self.config.speed)
+            clock = ScaledClock(time.time(), clock.now(), self.config.speed)
         self.clock = clock
-        self._processed = float(saved["processed"])
-        self._next_uid = int(saved["next_uid"])
-        self._next_event_uid = int(saved["next_event_uid"])
-        version, internal, gauss = saved["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
-        for data in saved["jobs"]:
-            job = Job.from_dict(data)
-            self._jobs[job.uid] = job
-            if not job.final and not job.background:
-                self._needs[job.uid] = self.requirements.needs_for(job)
-        self._history = {int(k): [(s, t) for s, t in v] for k, v in saved["history"].items()}
-        for data in saved["deployments"]:
-            dep = Deployment.from_dict(data)
-            self.deployments.items[dep.uid] = dep
-        with self._lock:
-            self._advance()
+        self._advance()
 
-
-def _hms(seconds: int) -> str:
-    return f"{seconds // 3600}:{seconds % 3600 // 60}:{seconds % 60}"
+    def _needs_for(self, job: Job) -> list[PartNeed]:
+        try:
+            return self.requirements.needs_for(job)
+        except (ApiError, ValueError):
+            # Accepted by an older simulator or another inventory: keep the job, it just cannot be re-planned.
+            return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -12,7 +12,7 @@ DEFAULT_WALLTIME = 3600
 ALL = -1
 _NODE_LEVELS = {"nodes", "node", "host", "network_address"}
 _CORE_LEVELS = {"cpu", "core", "gpu", "thread"}
-_NON_NODE = {"vlan", "subnet", "disk", "slash_16", "slash_17", "slash_18", "slash_19", "slash_20"}
+_NON_NODE = {"vlan", "subnet", "disk"}
 _WALLTIME = re.compile(r"(?:^|,)\s*walltime\s*=\s*(\d+)(?::(\d+))?(?::(\d+))?\s*$")
 _LEVEL = re.compile(r"^\s*([a-z_0-9]+)\s*=\s*(\d+|ALL|BEST)\s*$", re.IGNORECASE)
 _RESERVATION = re.compile(r"^\s*(?:(\d{4})-(\d{1,2})-(\d{1,2})\s+)?(\d{1,2})(?::(\d{1,2}))?(?::(\d{1,2}))?\s*$")
@@ -59,7 +59,7 @@ def _split_outside_braces(text: str, sep: str) -> list[str]:
     return parts
 
 
-def _parse_part(text: str) -> Part | None:
+def _parse_part(text: str) -> Part:
     text = text.strip()
     sql = ""
     if text.startswith("{"):
@@ -76,7 +76,8 @@ def _parse_part(text: str) -> Part | None:
         name, value = match.group(1).lower(), match.group(2).upper()
         number = ALL if value in ("ALL", "BEST") else int(value)
         if name in _NON_NODE or name.startswith("slash_"):
-            return None
+            # Dropping the part would hand out a job without the VLAN/subnet/disk the caller relies on.
+            raise ResourceSyntaxError(f"{name} resources are not allocated by the simulator")
         if name in _NODE_LEVELS:
             count = number
         elif name == "cluster":
@@ -104,30 +105,59 @@ def parse_resources(text: str | None) -> Request:
         raise ResourceSyntaxError("walltime must be the last item of the resource request")
     if walltime <= 0:
         raise ResourceSyntaxError("walltime must be positive")
-    parts = tuple(p for p in (_parse_part(t) for t in _split_outside_braces(text, "+")) if p)
-    return Request(parts or (Part("", 1),), walltime)
+    parts = tuple(_parse_part(t) for t in _split_outside_braces(text, "+"))
+    return Request(parts, walltime)
+
+
+class ReservationDateError(ValueError):
+    """A reservation date oarsub refuses; `which` is `start` or `end`."""
+
+    def __init__(self, which: str, text: str) -> None:
+        super().__init__(f"{which}: {text}")
+        self.which = which
+
+
+def _paris_epoch(text: str, now: float, which: str) -> float:
+    """Paris-local `[YYYY-MM-DD ]hh[:mm[:ss]]` to epoch seconds.
+
+    At the DST changes: a wall time skipped in spring (02:30 on the last Sunday of March) does not
+    exist and is refused like a malformed date; a wall time seen twice in autumn (02:30 on the last
+    Sunday of October) means its first occurrence, still in summer time (`fold=0`).
+    """
+    match = _RESERVATION.match(text)
+    if not match:
+        raise ReservationDateError(which, text)
+    year, month, day, hour, minute, second = match.groups()
+    today = datetime.fromtimestamp(now, PARIS)
+    try:
+        naive = datetime(
+            int(year) if year else today.year,
+            int(month) if month else today.month,
+            int(day) if day else today.day,
+            int(hour),
+            int(minute or 0),
+            int(second or 0),
+        )
+    except ValueError as exc:
+        raise ReservationDateError(which, text) from exc
+    moment = naive.replace(tzinfo=PARIS, fold=0)
+    if moment.astimezone(UTC).astimezone(PARIS).replace(tzinfo=None) != naive:
+        raise ReservationDateError(which, text)
+    return moment.timestamp()
+
+
+def parse_window(text: str, now: float) -> tuple[float, float | None]:
+    """`start[, end]` (start may be `now`) to epoch seconds; ReservationDateError if either is invalid."""
+    start_text, _, end_text = text.partition(",")
+    start_text, end_text = start_text.strip(), end_text.strip()
+    start = now if start_text.lower() == "now" else _paris_epoch(start_text, now, "start")
+    end = _paris_epoch(end_text, now, "end") if end_text else None
+    return start, end
 
 
 def parse_reservation(text: str, now: float) -> float:
-    """Paris-local `[YYYY-MM-DD ]hh[:mm[:ss]]` (or `now`) to epoch seconds; ValueError if malformed."""
-    start = text.split(",")[0].strip()
-    if start.lower() == "now":
-        return now
-    match = _RESERVATION.match(start)
-    if not match:
-        raise ValueError(start)
-    year, month, day, hour, minute, second = match.groups()
-    today = datetime.fromtimestamp(now, PARIS)
-    moment = datetime(
-        int(year) if year else today.year,
-        int(month) if month else today.month,
-        int(day) if day else today.day,
-        int(hour),
-        int(minute or 0),
-        int(second or 0),
-        tzinfo=PARIS,
-    )
-    return moment.timestamp()
+    """The start of a reservation (see `parse_window`)."""
+    return parse_window(text, now)[0]
 
 
 def paris_time(epoch: float) -> str:

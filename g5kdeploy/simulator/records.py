@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ ACTIVE_STATES = frozenset({"launching", "running"})
 _SLEEP = re.compile(r"^\s*sleep\s+(\d+(?:\.\d+)?)\s*$")
 
 
+@functools.lru_cache(maxsize=4096)  # called for every live job at every replayed event
 def sleep_seconds(command: str) -> float | None:
     """How long `sleep N` runs; other commands are assumed to hold their nodes until the walltime."""
     match = _SLEEP.match(command)
@@ -42,6 +44,8 @@ class Job:
     events: list[dict[str, Any]] = field(default_factory=list)
     message: str = "FIFO scheduling OK"
     background: bool = False
+    # Sum of the accepted walltime changes (negative for decreases): what oarwalltime reports as granted.
+    walltime_granted: int = 0
 
     @property
     def final(self) -> bool:

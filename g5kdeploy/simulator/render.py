@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from g5kdeploy.simulator.records import Deployment, Job
+from g5kdeploy.simulator.deployments import FLAGS, as_flag
+from g5kdeploy.simulator.records import FINAL_STATES, Deployment, Job
 
 ITEM = "application/vnd.grid5000.item+json"
 COLLECTION = "application/vnd.grid5000.collection+json"
-_FLAGS = ("disable_bootloader_install", "disable_disk_partitioning", "ignore_nodes_deploying")
 
 
 def link(rel: str, href: str, kind: str = ITEM) -> dict[str, str]:
@@ -20,9 +20,27 @@ def _epoch(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _parenthesized(text: str) -> bool:
+    """Whether the first `(` of `text` closes at its very end (quotes skipped), as in `(a or b)`."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return False
+    depth, quoted = 0, False
+    for i, char in enumerate(text):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+            if depth == 0:
+                return i == len(text) - 1
+    return False
+
+
 def oar_properties(job: Job) -> str:
     """OAR's final filter: admission rules append the maintenance term to what the user gave."""
-    return f"({job.properties}) AND maintenance = 'NO'" if job.properties else "maintenance = 'NO'"
+    if not job.properties:
+        return "maintenance = 'NO'"
+    user = job.properties if _parenthesized(job.properties) else f"({job.properties})"
+    return f"{user} AND maintenance = 'NO'"
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -75,13 +93,12 @@ def deployment_item(dep: Deployment, prefix: str) -> dict[str, Any]:
         "nodes": list(dep.nodes),
         "created_at": int(dep.created_at),
         "updated_at": int(dep.updated_at or dep.created_at),
-        "disable_bootloader_install": bool(dep.extra.get("disable_bootloader_install", False)),
-        "disable_disk_partitioning": bool(dep.extra.get("disable_disk_partitioning", False)),
-        "ignore_nodes_deploying": bool(dep.extra.get("ignore_nodes_deploying", False)),
+        # as_flag again: state files written before flags were coerced may hold "false" strings.
+        **{flag: as_flag(dep.extra.get(flag, False)) for flag in FLAGS},
         "key": dep.key,
-        **{k: v for k, v in dep.extra.items() if k not in _FLAGS},
+        **{k: v for k, v in dep.extra.items() if k not in FLAGS},
     }
-    if dep.status in ("terminated", "error"):
+    if dep.status in FINAL_STATES:
         data["result"] = {
             node: (
                 {"macro": "SetDeploymentEnv", "micro": "format_deploy_part", "state": "KO", "error": "timeout"}

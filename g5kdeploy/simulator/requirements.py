@@ -8,11 +8,11 @@ from typing import Any
 
 from g5kdeploy.simulator.errors import ApiError, oar_relay
 from g5kdeploy.simulator.oarsub import (
+    ReservationDateError,
     ResourceSyntaxError,
-    paris_time,
-    parse_reservation,
     parse_resources,
     parse_walltime,
+    parse_window,
 )
 from g5kdeploy.simulator.properties import PropertyError, compile_properties
 from g5kdeploy.simulator.records import Job
@@ -27,6 +27,8 @@ _QUEUES = {
     "production": "production",
     "testing": "testing",
 }
+# oarsub's own wording, reported by g5k-api as a local validation error rather than an OAR relay.
+_DATE_SYNTAX = "Syntax error in reservation {which} date, should at least match the format: 'YYYY-MM-DD hh:mm:ss'."
 # A reservation up to a minute in the past is accepted: `hh:mm` cannot say "now" more precisely.
 RESERVATION_SLACK = 60.0
 _OARSUB_PREFIX = "Oarsub command exited with status 1: "
@@ -56,10 +58,6 @@ class Requirements:
     def relay(self, site: str, what: str, body: str, status: int = 400) -> ApiError:
         return oar_relay(self.api_version, site, what, body, status)
 
-    @staticmethod
-    def paris(epoch: float) -> str:
-        return paris_time(epoch)
-
     def check(self, site: str, body: dict[str, Any], now: float) -> JobSpec:
         command = body.get("command")
         reservation_text = body.get("reservation")
@@ -72,7 +70,8 @@ class Requirements:
             types = [types]
         queue = str(body.get("queue") or "default")
         if queue not in _QUEUES:
-            raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}[ADMISSION RULE] Error: queue {queue} does not exist")
+            # What users of the real API report: OAR's refusal is lost and the proxy answers a bare 500.
+            raise ApiError(500, "500 Internal Server Error")
         resources = str(body.get("resources") or "nodes=1")
         properties = str(body.get("properties") or "").strip()
         try:
@@ -80,24 +79,27 @@ class Requirements:
         except ResourceSyntaxError as exc:
             raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}Bad resource request ({exc})") from exc
         reservation = None
+        walltime = request.walltime
         if reservation_text:
             try:
-                reservation = parse_reservation(reservation_text, now)
-            except ValueError as exc:
-                raise self.relay(
-                    site,
-                    "jobs.json",
-                    f"{_OARSUB_PREFIX}Syntax error in reservation start date, should at least match the format: "
-                    f"'YYYY-MM-DD hh:mm:ss'. ({reservation_text})",
-                ) from exc
+                reservation, end = parse_window(reservation_text, now)
+            except ReservationDateError as exc:
+                raise ApiError(400, _INVALID + _DATE_SYNTAX.format(which=exc.which) + f" ({reservation_text})") from exc
             if reservation < now - RESERVATION_SLACK:
                 raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}[OAR] Reservation too old ({reservation_text})")
+            if end is not None:
+                # `start, end`: the window sets the walltime, whatever `resources` says.
+                walltime = int(end - reservation)
+                if walltime <= 0:
+                    raise ApiError(
+                        400, _INVALID + f"the reservation end date must be after its start date ({reservation_text})"
+                    )
         needs = self._needs(site, request.parts, properties, list(types), queue)
         return JobSpec(
             command=str(command or ""),
             resources=resources,
             properties=properties,
-            walltime=request.walltime,
+            walltime=walltime,
             types=[str(t) for t in types],
             queue=queue,
             reservation=reservation,
@@ -106,9 +108,6 @@ class Requirements:
 
     def needs_for(self, job: Job) -> list[PartNeed]:
         return self._needs(job.site, parse_resources(job.resources).parts, job.properties, job.types, job.queue)
-
-    def initial_walltime(self, resources: str) -> int:
-        return parse_resources(resources).walltime
 
     def new_walltime(self, site: str, what: str, current: int, request: str) -> int:
         """`+h:m:s`/`-h:m:s` relative or `h:m:s` absolute, as oarwalltime takes it."""

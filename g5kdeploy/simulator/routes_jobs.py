@@ -6,19 +6,15 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from g5kdeploy.simulator.app import require_user, respond, simulator, text
+from g5kdeploy.simulator.app import known_site, require_user, respond, simulator, text
 from g5kdeploy.simulator.errors import ApiError
-from g5kdeploy.simulator.render import COLLECTION, deployment_item, job_item, link
+from g5kdeploy.simulator.records import Job
+from g5kdeploy.simulator.render import COLLECTION, link
 
 jobs_blueprint = Blueprint("jobs", __name__)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 _JOB_FILTERS = ("user", "name", "queue", "project")
-
-
-def _site(site: str) -> None:
-    if site not in simulator().reference.sites:
-        raise ApiError(404, f"Cannot find resource /sites/{site}")
 
 
 def _body() -> dict[str, Any]:
@@ -65,43 +61,43 @@ def _listing(items: list[dict[str, Any]], total: int, offset: int, path: str, pa
 
 @jobs_blueprint.get("/sites/<site>/jobs")
 def list_jobs(site: str) -> Response:
-    _site(site)
-    sim = simulator()
+    known_site(site)
     states = {s.strip().lower() for s in request.args.get("state", "").split(",") if s.strip()}
     job_ids = {s.strip() for s in request.args.get("job_id", "").split(",") if s.strip()}
-    found = [
-        job
-        for job in sim.list_jobs(site)
-        if (not states or job.state in states)
-        and (not job_ids or str(job.uid) in job_ids)
-        and all(not request.args.get(k) or getattr(job, k) == request.args[k] for k in _JOB_FILTERS)
-    ]
+    wanted = {k: request.args[k] for k in _JOB_FILTERS if request.args.get(k)}
+
+    def keep(job: Job) -> bool:
+        return (
+            (not states or job.state in states)
+            and (not job_ids or str(job.uid) in job_ids)
+            and all(getattr(job, k) == v for k, v in wanted.items())
+        )
+
     offset, limit = _paging()
     with_resources = request.args.get("resources", "no").lower() == "yes"
-    items = [job_item(j, sim.prefix, sim.cores, resources=with_resources) for j in found[offset : offset + limit]]
-    return _listing(items, len(found), offset, f"/sites/{site}/jobs", f"/sites/{site}")
+    items, total = simulator().list_jobs(site, keep, offset, limit, with_resources)
+    return _listing(items, total, offset, f"/sites/{site}/jobs", f"/sites/{site}")
 
 
 @jobs_blueprint.post("/sites/<site>/jobs")
 def submit_job(site: str) -> Response:
-    _site(site)
+    known_site(site)
     login = require_user()
     sim = simulator()
     job = sim.submit(site, login, _body())
-    path = f"{sim.prefix}/sites/{site}/jobs/{job.uid}"
-    return respond(job_item(job, sim.prefix, sim.cores), status=201, headers={"Location": _absolute(path)})
+    path = f"{sim.prefix}/sites/{site}/jobs/{job['uid']}"
+    return respond(job, status=201, headers={"Location": _absolute(path)})
 
 
 @jobs_blueprint.get("/sites/<site>/jobs/<uid>")
 def get_job(site: str, uid: str) -> Response:
-    _site(site)
-    sim = simulator()
-    return respond(job_item(sim.job(site, _job_uid(uid)), sim.prefix, sim.cores))
+    known_site(site)
+    return respond(simulator().job(site, _job_uid(uid)))
 
 
 @jobs_blueprint.delete("/sites/<site>/jobs/<uid>")
 def delete_job(site: str, uid: str) -> Response:
-    _site(site)
+    known_site(site)
     login = require_user()
     sim = simulator()
     info = sim.delete(site, _job_uid(uid), login)
@@ -111,56 +107,50 @@ def delete_job(site: str, uid: str) -> Response:
 
 @jobs_blueprint.get("/sites/<site>/jobs/<uid>/walltime")
 def walltime_info(site: str, uid: str) -> Response:
-    _site(site)
+    known_site(site)
     require_user()
     return respond(simulator().walltime_info(site, _job_uid(uid)))
 
 
 @jobs_blueprint.post("/sites/<site>/jobs/<uid>/walltime")
 def walltime_change(site: str, uid: str) -> Response:
-    _site(site)
+    known_site(site)
     login = require_user()
     if not request.is_json:
         raise ApiError(415, f"Content-Type '{request.content_type or ''}' is not supported")
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("walltime"), str):
         raise ApiError(400, "The walltime change request is not valid: walltime must be a string")
-    return respond(simulator().change_walltime(site, _job_uid(uid), login, body["walltime"]), status=202)
+    return respond(simulator().change_walltime(site, _job_uid(uid), login, body), status=202)
 
 
 @jobs_blueprint.get("/sites/<site>/deployments")
 def list_deployments(site: str) -> Response:
-    _site(site)
-    sim = simulator()
-    found = sim.list_deployments(site, dict(request.args))
+    known_site(site)
     offset, limit = _paging()
-    items = [deployment_item(d, sim.prefix) for d in found[offset : offset + limit]]
-    return _listing(items, len(found), offset, f"/sites/{site}/deployments", f"/sites/{site}")
+    items, total = simulator().list_deployments(site, dict(request.args), offset, limit)
+    return _listing(items, total, offset, f"/sites/{site}/deployments", f"/sites/{site}")
 
 
 @jobs_blueprint.post("/sites/<site>/deployments")
 def create_deployment(site: str) -> Response:
-    _site(site)
+    known_site(site)
     login = require_user()
     sim = simulator()
-    body = _body()
-    if not request.is_json and "nodes" in body and isinstance(body["nodes"], str):
-        body["nodes"] = [body["nodes"]]
-    dep = sim.deploy(site, login, body)
-    path = f"{sim.prefix}/sites/{site}/deployments/{dep.uid}"
-    return respond(deployment_item(dep, sim.prefix), status=201, headers={"Location": _absolute(path)})
+    dep = sim.deploy(site, login, _body())
+    path = f"{sim.prefix}/sites/{site}/deployments/{dep['uid']}"
+    return respond(dep, status=201, headers={"Location": _absolute(path)})
 
 
 @jobs_blueprint.get("/sites/<site>/deployments/<uid>")
 def get_deployment(site: str, uid: str) -> Response:
-    _site(site)
-    sim = simulator()
-    return respond(deployment_item(sim.deployment(site, uid), sim.prefix))
+    known_site(site)
+    return respond(simulator().deployment(site, uid))
 
 
 @jobs_blueprint.delete("/sites/<site>/deployments/<uid>")
 def cancel_deployment(site: str, uid: str) -> Response:
-    _site(site)
+    known_site(site)
     login = require_user()
     sim = simulator()
     sim.cancel_deployment(site, uid, login)

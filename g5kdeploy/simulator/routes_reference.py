@@ -6,27 +6,26 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from g5kdeploy.simulator.app import respond, simulator, user
+from g5kdeploy.simulator.app import known_site, respond, simulator, user
+from g5kdeploy.simulator.environments import environments
 from g5kdeploy.simulator.errors import ApiError
 from g5kdeploy.simulator.render import COLLECTION, ITEM, link
-from g5kdeploy.simulator.status import build_status
 
 reference_blueprint = Blueprint("reference", __name__)
 
-SITE_RELS = (
-    "clusters",
-    "deployments",
-    "environments",
-    "jobs",
-    "metrics",
-    "network_equipments",
-    "pdus",
-    "servers",
-    "status",
-    "storage",
-    "vlans",
-)
-_QUEUE_SETS = {"all": {"default", "production", "testing"}, "": {"default"}}
+# Only what is served: python-grid5000 follows no links, but a client that does must not meet a 404.
+SITE_RELS = ("clusters", "deployments", "environments", "jobs", "network_equipments", "pdus", "servers", "status")
+_QUEUE_SETS = {"all": {"admin", "default", "production"}, "": {"default"}}
+# The reference API is a git repository behind a cache; the live documents (status) are not cached.
+_CACHE_CONTROL = "public, max-age=60"
+_LIVE_ENDPOINTS = {"reference.site_status", "reference.cluster_status", "reference.health"}
+
+
+@reference_blueprint.after_request
+def _cache_headers(response: Response) -> Response:
+    if response.status_code == 200 and request.endpoint not in _LIVE_ENDPOINTS:
+        response.headers["Cache-Control"] = _CACHE_CONTROL
+    return response
 
 
 def _prefix() -> str:
@@ -39,12 +38,7 @@ def _missing(path: str) -> ApiError:
 
 def _item(doc: dict[str, Any], path: str, parent: str, subs: tuple[str, ...] = ()) -> dict[str, Any]:
     prefix = _prefix()
-    links = [
-        link("self", f"{prefix}{path}"),
-        link("parent", f"{prefix}{parent}"),
-        link("version", f"{prefix}{path}/versions/{simulator().reference.version}"),
-        link("versions", f"{prefix}{path}/versions", COLLECTION),
-    ]
+    links = [link("self", f"{prefix}{path}"), link("parent", f"{prefix}{parent}")]
     links += [link(rel, f"{prefix}{path}/{rel}", ITEM if rel == "status" else COLLECTION) for rel in subs]
     return {**doc, "links": links, "version": simulator().reference.version}
 
@@ -63,13 +57,6 @@ def _collection(items: list[dict[str, Any]], path: str, parent: str) -> Response
     )
 
 
-def _site(site: str) -> dict[str, Any]:
-    doc = simulator().reference.sites.get(site)
-    if doc is None:
-        raise _missing(f"/sites/{site}")
-    return doc
-
-
 @reference_blueprint.get("/")
 def root() -> Response:
     ref = simulator().reference
@@ -78,8 +65,6 @@ def root() -> Response:
         link("self", f"{prefix}/"),
         link("sites", f"{prefix}/sites", COLLECTION),
         link("network_equipments", f"{prefix}/network_equipments", COLLECTION),
-        link("version", f"{prefix}/versions/{ref.version}"),
-        link("versions", f"{prefix}/versions", COLLECTION),
     ]
     return respond({**ref.root, "links": links, "version": ref.version})
 
@@ -93,12 +78,12 @@ def sites() -> Response:
 
 @reference_blueprint.get("/sites/<site>")
 def site_item(site: str) -> Response:
-    return respond(_item(_site(site), f"/sites/{site}", "", SITE_RELS))
+    return respond(_item(known_site(site), f"/sites/{site}", "", SITE_RELS))
 
 
 @reference_blueprint.get("/sites/<site>/clusters")
 def clusters(site: str) -> Response:
-    _site(site)
+    known_site(site)
     wanted = request.args.get("queues", "")
     # Every cluster has the admin queue, so it cannot tell clusters apart: the other queues decide.
     queues = _QUEUE_SETS.get(wanted, set(wanted.split(","))) - {"admin"}
@@ -111,7 +96,7 @@ def clusters(site: str) -> Response:
 
 
 def _cluster(site: str, cluster: str) -> dict[str, Any]:
-    _site(site)
+    known_site(site)
     doc = simulator().reference.collection(site, "clusters").get(cluster)
     if doc is None:
         raise _missing(f"/sites/{site}/clusters/{cluster}")
@@ -147,7 +132,7 @@ def node_item(site: str, cluster: str, node: str) -> Response:
 
 @reference_blueprint.get("/sites/<site>/<any(servers, pdus, network_equipments):kind>")
 def inventory(site: str, kind: str) -> Response:
-    _site(site)
+    known_site(site)
     items = [
         _item(doc, f"/sites/{site}/{kind}/{uid}", f"/sites/{site}")
         for uid, doc in sorted(simulator().reference.collection(site, kind).items())
@@ -157,7 +142,7 @@ def inventory(site: str, kind: str) -> Response:
 
 @reference_blueprint.get("/sites/<site>/<any(servers, pdus, network_equipments):kind>/<uid>")
 def inventory_item(site: str, kind: str, uid: str) -> Response:
-    _site(site)
+    known_site(site)
     doc = simulator().reference.collection(site, kind).get(uid)
     if doc is None:
         raise _missing(f"/sites/{site}/{kind}/{uid}")
@@ -177,35 +162,42 @@ def all_network_equipments() -> Response:
 
 @reference_blueprint.get("/sites/<site>/status")
 def site_status(site: str) -> Response:
-    doc = _site(site)
-    sim = simulator()
-    return respond(
-        build_status(
-            sim.reference.nodes[site],
-            sim.list_jobs(site),
-            sim.now(),
-            request.args,
-            f"{sim.prefix}/sites/{site}/status",
-            f"{sim.prefix}/sites/{site}",
-            doc,
-            anonymous=user() is None,
-        )
-    )
+    known_site(site)
+    return respond(simulator().status(site, None, request.args, anonymous=user() is None))
 
 
 @reference_blueprint.get("/sites/<site>/clusters/<cluster>/status")
 def cluster_status(site: str, cluster: str) -> Response:
     _cluster(site, cluster)
-    sim = simulator()
-    return respond(
-        build_status(
-            [n for n in sim.reference.nodes[site] if n.cluster == cluster],
-            sim.list_jobs(site),
-            sim.now(),
-            request.args,
-            f"{sim.prefix}/sites/{site}/clusters/{cluster}/status",
-            f"{sim.prefix}/sites/{site}/clusters/{cluster}",
-            None,
-            anonymous=user() is None,
-        )
-    )
+    return respond(simulator().status(site, cluster, request.args, anonymous=user() is None))
+
+
+@reference_blueprint.get("/sites/<site>/health")
+def health(site: str) -> Response:
+    known_site(site)
+    return respond({"status": "OK"})
+
+
+@reference_blueprint.get("/sites/<site>/environments")
+def environment_list(site: str) -> Response:
+    known_site(site)
+    base = f"/sites/{site}/environments"
+    items = [_environment(doc, site) for doc in environments(request.args)]
+    return _collection(items, base, f"/sites/{site}")
+
+
+@reference_blueprint.get("/sites/<site>/environments/<uid>")
+def environment_item(site: str, uid: str) -> Response:
+    known_site(site)
+    base = f"/sites/{site}/environments"
+    doc = next((d for d in environments({}) if d["uid"] == uid), None)
+    if doc is None:
+        raise _missing(f"{base}/{uid}")
+    return respond(_environment(doc, site))
+
+
+def _environment(doc: dict[str, Any], site: str) -> dict[str, Any]:
+    """Not `_item`: an environment's `version` is its own image version, not the reference commit."""
+    prefix = _prefix()
+    href = f"{prefix}/sites/{site}/environments/{doc['uid']}"
+    return {**doc, "links": [link("self", href), link("parent", f"{prefix}/sites/{site}")]}

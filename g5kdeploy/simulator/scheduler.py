@@ -38,7 +38,20 @@ class Gantt:
         return sorted({e for spans in self.busy.values() for _, e in spans if e > after})
 
 
+def _first_free(gantt: Gantt, need: PartNeed, used: set[str], start: float, end: float) -> list[str] | None:
+    """The first `count` free candidates, without testing the others (the common case, and the hot path)."""
+    chosen: list[str] = []
+    for _, node in need.candidates:
+        if node not in used and gantt.is_free(node, start, end):
+            chosen.append(node)
+            if len(chosen) == need.count:
+                return chosen
+    return None
+
+
 def _pick(gantt: Gantt, need: PartNeed, used: set[str], start: float, end: float) -> list[str] | None:
+    if need.count != ALL and not need.same_cluster:
+        return _first_free(gantt, need, used, start, end)
     free = [(c, n) for c, n in need.candidates if n not in used and gantt.is_free(n, start, end)]
     if need.count == ALL:
         return [n for _, n in free] if len(free) == len(need.candidates) else None
@@ -47,7 +60,7 @@ def _pick(gantt: Gantt, need: PartNeed, used: set[str], start: float, end: float
         for cluster, node in free:
             by_cluster[cluster].append(node)
         return next((nodes[: need.count] for nodes in by_cluster.values() if len(nodes) >= need.count), None)
-    return [n for _, n in free[: need.count]] if len(free) >= need.count else None
+    return None
 
 
 def fit(gantt: Gantt, needs: list[PartNeed], start: float, end: float) -> list[str] | None:

@@ -44,7 +44,10 @@ class SimServer:
     def __init__(self, config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server, self.simulator = build_server(config, host, port)
         self.url = base_url(self._server, self.simulator)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="g5k-sim", daemon=True)
+        # A short poll interval: stop() waits for it, and tests start and stop many servers.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="g5k-sim", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

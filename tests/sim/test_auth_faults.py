@@ -5,21 +5,28 @@ import requests
 from g5kdeploy.simulator import SimConfig, parse_faults, serve_in_thread
 
 
-def test_users_file_and_anonymous(client):
+def test_users_file_demands_credentials(client):
+    """With a users file the simulator is the outside entry point: no credentials is the proxy's 401."""
     with serve_in_thread(SimConfig(users={"jdoe": "secret"})) as srv:
         with pytest.raises(grid5000.exceptions.Grid5000AuthenticationError):
             client(srv, password="wrong").sites.list()
         assert len(client(srv, password="secret").sites.list()) == 8
-        anon = client(srv, user=None)
-        assert len(anon.sites.list()) == 8
-        with pytest.raises(grid5000.exceptions.Grid5000CreateError) as err:
-            anon.sites["nancy"].jobs.create({"command": "sleep 1"})
-        assert err.value.response_code == 403
-        assert err.value.error_message == "You are not authorized to access this resource"
-        job = client(srv, password="secret").sites["nancy"].jobs.create({"command": "sleep 600"})
-        assert "reservations" not in next(iter(anon.sites["nancy"].status.list().nodes.values()))
-        r = requests.delete(f"{srv.url}/sites/nancy/jobs/{job.uid}")
-        assert r.status_code == 403
+        with pytest.raises(grid5000.exceptions.Grid5000AuthenticationError):
+            client(srv, user=None).sites.list()
+        assert requests.get(f"{srv.url}/sites").status_code == 401
+
+
+def test_anonymous_without_users_file(server, client):
+    anon = client(server, user=None)
+    assert len(anon.sites.list()) == 8
+    with pytest.raises(grid5000.exceptions.Grid5000CreateError) as err:
+        anon.sites["nancy"].jobs.create({"command": "sleep 1"})
+    assert err.value.response_code == 403
+    assert err.value.error_message == "You are not authorized to access this resource"
+    job = client(server).sites["nancy"].jobs.create({"command": "sleep 600"})
+    assert "reservations" not in next(iter(anon.sites["nancy"].status.list().nodes.values()))
+    r = requests.delete(f"{server.url}/sites/nancy/jobs/{job.uid}")
+    assert r.status_code == 403
 
 
 def test_non_owner_cannot_delete(server, client):

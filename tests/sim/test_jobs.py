@@ -6,6 +6,8 @@ import requests
 
 from g5kdeploy.simulator import SimConfig, serve_in_thread
 
+AUTH = ("jdoe", "pw")
+
 
 def test_lifecycle_at_speed(client):
     with serve_in_thread(SimConfig(speed=600, seed=1)) as srv:
@@ -143,8 +145,39 @@ def test_walltime_change(client):
         r = requests.post(url, json={"walltime": "+1:00"}, auth=("jdoe", "pw"))
         assert r.status_code == 400 and "running" in r.text  # still waiting/launching
         time.sleep(0.3)
-        assert job.walltime_change.get().walltime == "1:0:0"
+        assert job.walltime_change.get().walltime == "1:00:00"
         r = requests.post(url, json={"walltime": "+1:00"}, auth=("jdoe", "pw"))
         assert r.status_code == 202
         job.refresh()
         assert job.state == "running" and job.walltime == 7200
+
+
+def test_walltime_decrease_and_formats(client):
+    with serve_in_thread(SimConfig(speed=600, seed=1)) as srv:
+        job = client(srv).sites["nancy"].jobs.create({"command": "sleep 60000", "resources": "nodes=1,walltime=2"})
+        time.sleep(0.05)
+        r = requests.post(f"{srv.url}/sites/nancy/jobs/{job.uid}/walltime", json={"walltime": "-0:30"}, auth=AUTH)
+        assert r.status_code == 202 and r.json()["walltime"] == "1:30:00"
+        info = job.walltime_change.get()
+        assert info.walltime == "1:30:00" and info.granted == "-0:30:00" and info.pending == "0:00:00"
+        requests.post(f"{srv.url}/sites/nancy/jobs/{job.uid}/walltime", json={"walltime": "+1:00:05"}, auth=AUTH)
+        assert job.walltime_change.get().granted == "+0:30:05"
+
+
+def test_extension_does_not_push_back_waiting_jobs_unless_asked(client):
+    with serve_in_thread(SimConfig(speed=600, seed=1)) as srv:
+        site = client(srv).sites["luxembourg"]
+        total = len(srv.simulator.reference.nodes["luxembourg"])
+        first = site.jobs.create({"command": "sleep 60000", "resources": f"nodes={total},walltime=1"})
+        time.sleep(0.05)
+        second = site.jobs.create({"command": "sleep 60", "resources": "nodes=1,walltime=1"})
+        planned = second.scheduled_at
+        url = f"{srv.url}/sites/luxembourg/jobs/{first.uid}/walltime"
+        r = requests.post(url, json={"walltime": "+1:00"}, auth=AUTH)
+        assert r.status_code == 202 and r.json()["status"] == "Delayed"
+        second.refresh()
+        assert second.scheduled_at == planned
+        r = requests.post(url, json={"walltime": "+1:00", "delay_next_jobs": "yes"}, auth=AUTH)
+        assert r.json()["status"] == "Accepted"
+        second.refresh()
+        assert second.scheduled_at == planned + 3600

@@ -55,3 +55,34 @@ def test_status_shape(server, client):
     assert abs(status.uid - server.simulator.now()) < 5
     site = gk.sites["nancy"].status.list(disks="no", vlans="no")
     assert "disks" not in site.attributes and "vlans" not in site.attributes and "subnets" in site.attributes
+
+
+def test_environments_health_and_links(server, client):
+    site = client(server).sites["nancy"]
+    names = [e.name for e in site.environments.list()]
+    assert {"debian12-min", "debian12-nfs", "debian11-min", "ubuntu2404-min"} <= set(names)
+    latest = site.environments.list(name="debian12-min", latest_only="yes")
+    assert len(latest) == 1 and latest[0].arch == "x86_64" and isinstance(latest[0].version, int)
+    assert len(site.environments.list(name="debian12-min")) == 2
+    assert site.environments.list(arch="aarch64") == []
+    env = latest[0]
+    assert {"uid", "alias", "description", "image", "boot", "filesystem", "visibility"} <= set(env.attributes)
+    r = requests.get(f"{server.url}/sites/nancy/health", headers={"Accept": "application/json"})
+    assert r.json() == {"status": "OK"}
+    rels = {link["rel"] for link in site.links}
+    assert not rels & {"metrics", "storage", "vlans", "versions", "version"}
+    for rel in rels - {"parent"}:
+        href = next(link["href"] for link in site.links if link["rel"] == rel)
+        assert requests.get(server.url.removesuffix("/stable") + href, auth=("jdoe", "pw")).status_code == 200, rel
+
+
+def test_cache_control_on_reference_only(server):
+    assert requests.get(f"{server.url}/sites/nancy/clusters").headers["Cache-Control"] == "public, max-age=60"
+    assert requests.get(f"{server.url}/sites").headers["Cache-Control"] == "public, max-age=60"
+    assert "Cache-Control" not in requests.get(f"{server.url}/sites/nancy/status").headers
+
+
+def test_queues_all_means_admin_default_production(server, client):
+    everything = [c.uid for c in client(server).sites["lyon"].clusters.list(queues="all")]
+    assert "pyxis" not in everything  # testing queue
+    assert "pyxis" in [c.uid for c in client(server).sites["lyon"].clusters.list(queues="testing")]

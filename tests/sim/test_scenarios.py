@@ -117,6 +117,7 @@ def test_cli_rejects_bad_options(tmp_path):
     for args, option in [
         (["--speed", "0"], "--speed"),
         (["--deploy-ko-rate", "2"], "--deploy-ko-rate"),
+        (["--prediction-delay", "-1"], "--prediction-delay"),
         (["--faults", "GET /x:boom=1"], "--faults"),
         (["--users", str(tmp_path / "no")], "--users"),
         (["--host", "192.0.2.1"], "--host"),
@@ -124,3 +125,29 @@ def test_cli_rejects_bad_options(tmp_path):
         result = runner.invoke(app, ["serve", *args])
         assert result.exit_code == 2, args
         assert option in result.output, (args, result.output)
+
+
+def test_deployment_flags_given_as_strings(client):
+    with serve_in_thread(SimConfig(speed=600, seed=11)) as srv:
+        site = client(srv).sites["nancy"]
+        job = site.jobs.create({"command": "sleep 7200", "resources": "nodes=2", "types": ["deploy"]})
+        time.sleep(0.1)
+        job.refresh()
+        dep = site.deployments.create(
+            {"nodes": job.assigned_nodes, "environment": "debian12-min", "disable_disk_partitioning": "false"}
+        )
+        assert dep.disable_disk_partitioning is False
+        r = requests.post(
+            f"{srv.url}/sites/nancy/deployments",
+            data={
+                "nodes": job.assigned_nodes[0],
+                "environment": "debian12-min",
+                "ignore_nodes_deploying": "no",
+                "disable_bootloader_install": "yes",
+            },
+            auth=("jdoe", "pw"),
+            headers={"Accept": "application/json"},
+        )
+        assert r.status_code == 201
+        assert r.json()["ignore_nodes_deploying"] is False and r.json()["disable_bootloader_install"] is True
+        assert r.json()["nodes"] == [job.assigned_nodes[0]]

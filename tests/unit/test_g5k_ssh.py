@@ -43,7 +43,7 @@ def test_key_is_the_playbooks_or_the_first_usual_one(tmp_path):
     assert find_key(None, tmp_path) == tmp_path / ".ssh" / "id_rsa"
     (tmp_path / ".ssh" / "id_ed25519").write_text("key")
     assert find_key(None, tmp_path) == tmp_path / ".ssh" / "id_ed25519"
-    with pytest.raises(ConfigError, match="ssh.key: .*does not exist"):
+    with pytest.raises(ConfigError, match=r"ssh\.key: .*does not exist"):
         find_key(str(tmp_path / "missing"), tmp_path)
 
 

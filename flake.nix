@@ -1,0 +1,34 @@
+{
+  description = "g5kdeploy: the statx override experiment (custom kernel, eBPF, ebpf_exporter, Prometheus) for NixOS and NixOS-Compose";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+    nxc.url = "git+https://gitlab.inria.fr/nixos-compose/nixos-compose.git?ref=25.05";
+  };
+
+  outputs = { self, nixpkgs, nxc }:
+    let
+      system = "x86_64-linux";
+      pkgs = nixpkgs.legacyPackages.${system};
+      kernel = pkgs.callPackage ./nix/pkgs/kernel.nix { };
+    in
+    {
+      packages.${system} = {
+        inherit kernel;
+        statx-bench = pkgs.callPackage ./nix/pkgs/statx-bench.nix { };
+        statx-override = pkgs.callPackage ./nix/ebpf { inherit kernel; };
+        g5kdeploy = pkgs.python3Packages.callPackage ./nix/pkgs/g5kdeploy.nix { };
+      }
+      # composition::<flavour> for every nxc flavour (g5k-nfs-store, g5k-ramdisk, g5k-image, vm, ...).
+      // nxc.lib.compose { inherit nixpkgs system; composition = ./nxc/composition.nix; };
+
+      nixosModules = {
+        kernel = ./nix/modules/kernel.nix;
+        ebpf = ./nix/modules/ebpf.nix;
+        benchmark = ./nix/modules/benchmark.nix;
+        collector = ./nix/modules/collector.nix;
+      };
+
+      checks.${system}.statx = pkgs.testers.runNixOSTest ./nix/tests/statx.nix;
+    };
+}
