@@ -317,4 +317,3 @@ def write_csv(run_id: str, sweep: Sweep, plan: Sequence[Combination], nodes: Seq
     path = sweep.directory.parent / "bench.csv"
     atomic_write_text(path, buffer.getvalue())
     return path
-

@@ -69,13 +69,16 @@ def test_start_deadline_accepts_a_duration_or_a_date():
     assert absolute.start_deadline_epoch(0.0) == 1796149800
 
 
-BENCH = GOOD + """\
+BENCH = (
+    GOOD
+    + """\
 bench:
   roles: [exporter]
   paths: [/etc/hostname]
   threads: [1, 4]
   ebpf: [on, off]
 """
+)
 
 
 def test_bench_section_reads_yaml_on_off_as_ebpf_states():
