@@ -227,6 +227,59 @@ class Bench(_Strict):
         return value
 
 
+class BinaryCache(_Strict):
+    url: str
+    public_key: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(https?|file|s3|ssh|ssh-ng)://", value):
+            raise ValueError(f"{value!r}: a substituter URL such as https://cache.example.org")
+        return value
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._-]+:[A-Za-z0-9+/]+=*$", value):
+            raise ValueError(f"{value!r}: a Nix public key, name:base64 (nix-store --generate-binary-cache-key)")
+        return value
+
+
+Flavour = Literal["g5k-nfs-store", "g5k-ramdisk", "g5k-image"]
+KEXEC_FLAVOURS = ("g5k-nfs-store", "g5k-ramdisk")
+
+
+class Deploy(_Strict):
+    """How the nodes get the experiment's system: nxc (kexec or image), Kadeploy, or plain artifacts."""
+
+    method: Literal["nxc", "kadeploy", "artifacts"]
+    flavour: Flavour = "g5k-nfs-store"
+    composition: str = "nxc/composition.nix"
+    environment: str | None = None
+    binary_cache: BinaryCache | None = None
+    min_nodes: Annotated[int, Field(ge=0)] | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    timeout: Annotated[int, Field(gt=0, le=86_400)] = 1800
+
+    @model_validator(mode="after")
+    def _method_needs(self) -> Deploy:
+        if self.method == "kadeploy" and not self.environment:
+            raise ValueError("deploy.environment: kadeploy needs the image's environment description (an http URL)")
+        if self.environment and not re.match(r"^https?://", self.environment):
+            raise ValueError(f"deploy.environment: {self.environment!r} is not an http(s) URL")
+        return self
+
+    @property
+    def needs_deploy_job(self) -> bool:
+        """Kadeploy (and nxc's g5k-image flavour) needs an OAR job of type deploy; kexec does not."""
+        return self.method == "kadeploy" or (self.method == "nxc" and self.flavour == "g5k-image")
+
+    @property
+    def kexec(self) -> bool:
+        return self.method == "nxc" and self.flavour in KEXEC_FLAVOURS
+
+
 class Ssh(_Strict):
     """How to reach Grid'5000 nodes; the local testbed makes its own keys."""
 
@@ -239,7 +292,20 @@ class Playbook(_Strict):
     testbed: Literal["grid5000", "local"]
     reservation: Reservation
     ssh: Ssh = Ssh()
+    deploy: Deploy | None = None
     bench: Bench | None = None
+
+    @model_validator(mode="after")
+    def _deploy_fits_testbed(self) -> Playbook:
+        if self.deploy is None:
+            return self
+        if self.testbed == "local" and self.deploy.method != "artifacts":
+            raise ValueError(
+                f"deploy.method: {self.deploy.method} needs Grid'5000; the local testbed deploys with: artifacts"
+            )
+        if self.testbed == "grid5000" and self.deploy.method == "artifacts":
+            raise ValueError("deploy.method: artifacts is for the local testbed; on Grid'5000 use nxc or kadeploy")
+        return self
 
     @model_validator(mode="after")
     def _bench_roles_exist(self) -> Playbook:
@@ -355,7 +421,7 @@ def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
 def _describe(error: Any, root: yaml.Node | None, source: str) -> str:
     loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
     named = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", str(error.get("ctx", {}).get("error", "")))
-    if not loc and named:
+    if named and named.group(1).startswith(".".join(str(part) for part in loc)):
         # A check across sections names the field it is about at the start of its message.
         loc = tuple(named.group(1).split("."))
         error = {**error, "ctx": {"error": named.group(2)}}

@@ -111,6 +111,24 @@ class NodeAccess(BaseModel):
     workdirs: dict[str, str]
 
 
+class NodeDeployState(BaseModel):
+    """One node's deploy, as the ledger keeps it between attempts and reruns."""
+
+    state: Literal["pending", "verified", "failed", "dropped"] = "pending"
+    attempts: int = 0
+    reason: str | None = None
+    log_tail: list[str] = []
+    facts: dict[str, Any] = {}
+
+
+class DeployRecord(BaseModel):
+    method: str
+    #: A per-run nonce put on the kernel command line of booted nodes, so a node still on its old system shows.
+    marker: str
+    plan: dict[str, Any] = {}
+    nodes: dict[str, NodeDeployState] = {}
+
+
 class RunRecord(BaseModel):
     run_id: str
     created_at: str = Field(default_factory=utc_now)
@@ -123,8 +141,11 @@ class RunRecord(BaseModel):
     roles: dict[str, list[str]] = {}
     local: LocalTestbedRecord | None = None
     access: NodeAccess | None = None
+    deploy: DeployRecord | None = None
     #: Commands that switch the eBPF program on and off on a node, once a deploy phase has provided them.
     ebpf_toggle: dict[str, str] | None = None
+    #: How the bench phase starts statx-bench on a node once a deploy put it there (else it pushes its own).
+    bench_binary: str | None = None
     released_at: str | None = None
 
     def live_jobs(self) -> list[JobEntry]:

@@ -62,7 +62,7 @@ def reserve(
         if not record.jobs:
             _record_plans(record, store, api, playbook, now=testbed.clock.now())
         for entry in record.jobs:
-            _ensure_submitted(entry, record, store, api, playbook)
+            _ensure_submitted(entry, record, store, api, playbook, testbed)
         _wait_running(record, store, api, testbed, playbook, on_update)
         record.roles = _roles(record)
         store.save(record)
@@ -101,18 +101,28 @@ def _record_plans(record: RunRecord, store: RunStore, api: Api, playbook: Playbo
                 name=name,
                 resources=job.resources,
                 walltime=job.walltime,
-                types=list(job.types),
+                types=_types(job.types, playbook),
                 parts=[_part_record(part) for part in job.parts],
             )
         )
     store.save(record)
 
 
+def _types(types: tuple[str, ...], playbook: Playbook) -> list[str]:
+    """The playbook's types, plus ``deploy`` when the deploy method reinstalls nodes through Kadeploy."""
+    needed = list(types)
+    if playbook.deploy and playbook.deploy.needs_deploy_job and "deploy" not in needed:
+        needed.append("deploy")
+    return needed
+
+
 def _part_record(part: Part) -> dict[str, Any]:
     return {"cluster": part.cluster, "properties": part.properties, "roles": [list(r) for r in part.roles]}
 
 
-def _ensure_submitted(entry: JobEntry, record: RunRecord, store: RunStore, api: Api, playbook: Playbook) -> None:
+def _ensure_submitted(
+    entry: JobEntry, record: RunRecord, store: RunStore, api: Api, playbook: Playbook, testbed: Testbed
+) -> None:
     if entry.uid is not None:
         return
     existing = api.find_jobs(entry.site, entry.name)
@@ -124,19 +134,18 @@ def _ensure_submitted(entry: JobEntry, record: RunRecord, store: RunStore, api: 
         return
     entry.state = "submitting"
     store.save(record)
-    job = api.submit_job(entry.site, _job_body(entry, playbook))
+    job = api.submit_job(entry.site, _job_body(entry, playbook, testbed.job_command(playbook, entry.walltime)))
     _apply(entry, job)
     store.save(record)
     log.info("job submitted", site=entry.site, uid=entry.uid, resources=entry.resources)
 
 
-def _job_body(entry: JobEntry, playbook: Playbook) -> dict[str, Any]:
+def _job_body(entry: JobEntry, playbook: Playbook, command: str) -> dict[str, Any]:
     reservation = playbook.reservation
     body: dict[str, Any] = {
         "name": entry.name,
         "resources": entry.resources,
-        # The job holds its nodes for the whole walltime; the experiment runs over SSH.
-        "command": f"sleep {entry.walltime}",
+        "command": command,
     }
     if entry.types:
         body["types"] = list(entry.types)

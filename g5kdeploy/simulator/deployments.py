@@ -9,19 +9,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
-from g5kdeploy.simulator.records import Deployment, Job
+from g5kdeploy.simulator.records import Deployment, Job, as_flag
 
 _NODES_INVALID = "The deployment you are trying to submit is not valid: nodes must be a non-empty list of node FQDN"
 _OPTIONAL = ("version", "arch", "partition_label", "block_device", "vlan", "reformat_tmp")
 FLAGS = ("disable_bootloader_install", "disable_disk_partitioning", "ignore_nodes_deploying")
-_FALSE = {"", "false", "no", "0", "off"}
-
-
-def as_flag(value: object) -> bool:
-    """Form bodies (and some JSON clients) send flags as strings, where `bool("false")` would be True."""
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE
-    return bool(value)
 
 
 class DeploymentStore:

@@ -24,7 +24,7 @@ from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
 from g5kdeploy.simulator.jobbook import JobBook
 from g5kdeploy.simulator.oarsub import paris_time
 from g5kdeploy.simulator.persistence import load_state, restore, save_state, snapshot
-from g5kdeploy.simulator.records import FINAL_STATES, Job
+from g5kdeploy.simulator.records import FINAL_STATES, Job, as_flag
 from g5kdeploy.simulator.reference import load_reference
 from g5kdeploy.simulator.render import deployment_item, job_item
 from g5kdeploy.simulator.requirements import Requirements
@@ -182,7 +182,7 @@ class Simulator:
             if job.state != "running":
                 raise self.requirements.relay(site, what, f"Walltime change can only be done for running jobs ({uid})")
             new = self.requirements.new_walltime(site, what, job.walltime, str(body["walltime"]))
-            delay_next = walltime.yes_no(body.get("delay_next_jobs", False))
+            delay_next = as_flag(body.get("delay_next_jobs", False))
             accepted = walltime.apply_change(self._book, job, new, delay_next, self._processed)
             if accepted:
                 self._reschedule_and_fill(site, self._processed)

@@ -10,6 +10,14 @@ from typing import Any
 FINAL_STATES = frozenset({"terminated", "error"})
 ACTIVE_STATES = frozenset({"launching", "running"})
 _SLEEP = re.compile(r"^\s*sleep\s+(\d+(?:\.\d+)?)\s*$")
+_FALSE = {"", "false", "no", "0", "off"}
+
+
+def as_flag(value: object) -> bool:
+    """Form bodies (and some JSON clients) send flags as strings, where `bool("false")` would be True."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE
+    return bool(value)
 
 
 @functools.lru_cache(maxsize=4096)  # called for every live job at every replayed event

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from g5kdeploy.simulator.deployments import FLAGS, as_flag
-from g5kdeploy.simulator.records import FINAL_STATES, Deployment, Job
+from g5kdeploy.simulator.deployments import FLAGS
+from g5kdeploy.simulator.records import FINAL_STATES, Deployment, Job, as_flag
 
 ITEM = "application/vnd.grid5000.item+json"
 COLLECTION = "application/vnd.grid5000.collection+json"

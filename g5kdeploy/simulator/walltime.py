@@ -15,13 +15,6 @@ def oar_hms(seconds: int, signed: bool = False) -> str:
     return f"{sign}{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def yes_no(value: object) -> bool:
-    """The API takes booleans or `yes`/`no`-like strings for the oarwalltime options."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("yes", "true", "1")
-    return bool(value)
-
-
 def info(job: Job, prefix: str) -> dict[str, Any]:
     base = f"{prefix}/sites/{job.site}/jobs/{job.uid}"
     return {

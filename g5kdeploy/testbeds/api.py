@@ -191,3 +191,14 @@ class Api:
                 return False
             raise
         return True
+
+    # Deployments ------------------------------------------------------------------------------------
+
+    def create_deployment(self, site: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a Kadeploy deployment; not retried (a deployment is not idempotent), errors carry the API text."""
+        with _translated(f"deploy on {site}"):
+            deployment: dict[str, Any] = self._site(site).deployments.create(body).to_dict()
+        return deployment
+
+    def get_deployment(self, site: str, uid: str) -> dict[str, Any]:
+        return self._retrying(f"get deployment {site}/{uid}", lambda: self._site(site).deployments[uid].to_dict())

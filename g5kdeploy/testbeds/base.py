@@ -21,6 +21,10 @@ class Testbed(Protocol):
         """Fail now, before any job exists, on what would make the nodes unusable later (keys, sshd)."""
         ...
 
+    def job_command(self, playbook: Playbook, walltime: int) -> str:
+        """The OAR job's command: it holds the nodes for the walltime (and prepares them if needed)."""
+        ...
+
     def open(self, record: RunRecord, store: RunStore) -> Api:
         """Make the API reachable for ``record`` (starting what the testbed needs) and return it."""
         ...

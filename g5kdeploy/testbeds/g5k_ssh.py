@@ -9,6 +9,7 @@ known in advance, and a key that changes during a run is refused.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,3 +69,32 @@ def grid5000_ssh_config(
             "",
         ]
     return "\n".join(lines)
+
+
+def public_key(private: Path) -> str:
+    """The public half of ``private`` (``<key>.pub``), any key type."""
+    path = private.with_name(private.name + ".pub")
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        raise ConfigError(
+            f"{path} is missing: the kexec flavours install your public key for root on the nodes",
+            hint=f"recreate it with: ssh-keygen -y -f {private} > {path}",
+        ) from None
+    if not text.startswith(("ssh-", "ecdsa-", "sk-")):
+        raise ConfigError(f"{path} does not look like an SSH public key")
+    return text
+
+
+def root_key_command(key: str, walltime: int) -> str:
+    """A job command that lets ``key`` log in as root on every node of the job, then holds the nodes.
+
+    It is what nxc's ``g5k_script`` helper does for the kexec flavours, without its hard-coded
+    ``id_rsa.pub``: run on the job's head node, it asks ``sudo-g5k`` on each node to append the key.
+    """
+    append = "sudo-g5k sh -c 'mkdir -p /root/.ssh && cat >> /root/.ssh/authorized_keys'"
+    return (
+        f'for node in $(sort -u "$OAR_NODEFILE"); do '
+        f"echo {shlex.quote(key)} | ssh -o BatchMode=yes \"$node\" {shlex.quote(append)}; "
+        f"done; sleep {walltime}"
+    )

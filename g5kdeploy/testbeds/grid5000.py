@@ -13,7 +13,7 @@ from g5kdeploy.errors import CredentialsError
 from g5kdeploy.playbook import Playbook
 from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text
 from g5kdeploy.testbeds.api import Api
-from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config
+from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config, public_key, root_key_command
 
 
 class Grid5000Testbed:
@@ -22,7 +22,14 @@ class Grid5000Testbed:
         self.clock: Clock = clock or WallClock()
 
     def preflight(self, playbook: Playbook) -> None:
-        find_key(playbook.ssh.key, self._home())
+        key = find_key(playbook.ssh.key, self._home())
+        if playbook.deploy and playbook.deploy.kexec:
+            public_key(key)
+
+    def job_command(self, playbook: Playbook, walltime: int) -> str:
+        if playbook.deploy and playbook.deploy.kexec:
+            return root_key_command(public_key(find_key(playbook.ssh.key, self._home())), walltime)
+        return f"sleep {walltime}"
 
     def _home(self) -> Path:
         env = os.environ if self._env is None else self._env

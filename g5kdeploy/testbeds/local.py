@@ -33,6 +33,9 @@ class LocalTestbed:
     def preflight(self, playbook: Playbook) -> None:  # noqa: ARG002 - every local run needs the same
         require_sshd()
 
+    def job_command(self, playbook: Playbook, walltime: int) -> str:  # noqa: ARG002 - nothing to prepare
+        return f"sleep {walltime}"
+
     def open(self, record: RunRecord, store: RunStore) -> Api:
         api = self.connect(record)
         if api is None:

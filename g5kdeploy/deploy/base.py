@@ -1,0 +1,87 @@
+"""What a deploy method promises, and what the deploy phase gives it to work with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from g5kdeploy.clock import Clock
+from g5kdeploy.playbook import Playbook
+from g5kdeploy.remote import SshRunner
+from g5kdeploy.results import RunRecord, RunStore
+from g5kdeploy.testbeds.api import Api
+
+#: The kernel options the statx override needs: the same file the Nix kernel module forces.
+KERNEL_OPTIONS_FILE = Path(__file__).resolve().parents[2] / "nix" / "kernel-options.json"
+#: The eBPF exporter's systemd unit on NixOS nodes (nix/modules/ebpf.nix); starting it attaches the program.
+EXPORTER_UNIT = "prometheus-ebpf-exporter"
+EXPORTER_PORT = 9435
+NIXOS_EBPF_TOGGLE = {"on": f"systemctl start {EXPORTER_UNIT}", "off": f"systemctl stop {EXPORTER_UNIT}"}
+
+
+def kernel_options() -> dict[str, str]:
+    """``{"BPF_KPROBE_OVERRIDE": "y", ...}`` from nix/kernel-options.json."""
+    options: dict[str, str] = json.loads(KERNEL_OPTIONS_FILE.read_text())
+    return options
+
+
+@dataclass
+class DeployContext:
+    """Everything a method may touch. ``deadline`` is in the API clock's time."""
+
+    record: RunRecord
+    store: RunStore
+    playbook: Playbook
+    runner: SshRunner
+    api: Api
+    clock: Clock
+    workdirs: dict[str, str]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.directory(self.record.run_id)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What verification checks on a node after the method is done with it."""
+
+    #: The node rebooted: its boot id changed and the run's marker is on its kernel command line.
+    rebooted: bool = False
+    #: The marker can be checked (kexec passes it; a Kadeploy image's command line is fixed).
+    marker: bool = False
+    #: /proc/config.gz carries every option of kernel-options.json.
+    kernel_options: bool = False
+    #: node → expected target of /run/current-system.
+    toplevel: dict[str, str] = field(default_factory=dict)
+    #: ebpf_exporter answers with our metrics and its program attached.
+    exporter: bool = False
+    #: remote path (relative to the node's working directory) → sha256.
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BootOutcome:
+    ok: bool
+    reason: str | None = None
+    log: tuple[str, ...] = ()
+
+
+class DeployMethod(Protocol):
+    name: str
+    #: How the bench phase runs statx-bench on a node afterwards.
+    bench_binary: str
+    #: The commands that switch the eBPF program on and off, or None where there is none.
+    ebpf_toggle: dict[str, str] | None
+
+    def plan(self, context: DeployContext, nodes: list[str]) -> dict[str, Any]:
+        """Prepare what every node needs (build, cache check) and say what will happen; acts on no node."""
+        ...
+
+    def boot(self, context: DeployContext, nodes: list[str], *, deadline: float) -> dict[str, BootOutcome]:
+        """Bring ``nodes`` onto the new system, all in parallel; one outcome per node."""
+        ...
+
+    def expectation(self, context: DeployContext) -> Expectation: ...
