@@ -8,6 +8,7 @@
     ├── ApiError                  exit 1  the Grid'5000 API (or the simulator) refused or failed
     ├── ReservationError          exit 1  a job ended early, was refused, or would start too late
     ├── DeadlineExceeded          exit 1  a wait ran out of time
+    ├── DeployError               exit 1  too few nodes came up on the experiment's system
     └── TestbedError              exit 1  the local testbed could not start or stop a part
 """
 
@@ -43,6 +44,10 @@ class ReservationError(G5kError):
 
 
 class DeadlineExceeded(G5kError):
+    pass
+
+
+class DeployError(G5kError):
     pass
 
 

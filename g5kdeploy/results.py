@@ -110,6 +110,14 @@ class NodeAccess(BaseModel):
     ssh_config: str
     workdirs: dict[str, str]
 
+    def workdir_env(self, nodes: list[str]) -> dict[str, str] | None:
+        """``G5K_NODE_DIR`` for a command on ``nodes`` that share one working directory (Grid'5000).
+
+        Local testbed nodes each have their own directory, which their sshd already exports.
+        """
+        shared = {self.workdirs[node] for node in nodes}
+        return {"G5K_NODE_DIR": shared.pop()} if len(shared) == 1 else None
+
 
 class NodeDeployState(BaseModel):
     """One node's deploy, as the ledger keeps it between attempts and reruns."""

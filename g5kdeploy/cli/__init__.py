@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from g5kdeploy import __version__
-from g5kdeploy.cli import bench, jobs, sim
+from g5kdeploy.cli import bench, deploy, jobs, sim
 from g5kdeploy.cli.common import Settings
 from g5kdeploy.log import configure
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 jobs.register(app)
+deploy.register(app)
 bench.register(app)
 app.add_typer(sim.app, name="sim", help="A local Grid'5000 API simulator.")
 

@@ -23,7 +23,7 @@ from g5kdeploy.log import get_logger
 from g5kdeploy.payload import build_statx_bench
 from g5kdeploy.playbook import Bench, Playbook
 from g5kdeploy.remote import CommandResult, SshRunner
-from g5kdeploy.results import RunRecord, RunStore, atomic_write_text, finish_phase, start_phase, utc_now
+from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text, finish_phase, start_phase, utc_now
 from g5kdeploy.testbeds.base import Testbed
 
 log = get_logger(__name__)
@@ -141,10 +141,12 @@ def run_bench(
     error: str | None = None
     try:
         access = testbed.access(record, store)
-        workdirs = {node: access.workdirs[node] for node in nodes}
         with SshRunner(Path(access.ssh_config)) as runner:
-            lost = _install(runner, nodes, workdirs, build_statx_bench(run_dir / "artifacts"))
-            _sweep(record, runner, bench, nodes, workdirs, sweep, lost, testbed.ebpf_unavailable(record),
+            # A deploy phase leaves the benchmark on the nodes (in the NixOS closure, or pushed with checksums).
+            lost: dict[str, str] = {}
+            if record.bench_binary is None:
+                lost = _install(runner, nodes, access.workdirs, build_statx_bench(run_dir / "build"))
+            _sweep(record, runner, bench, nodes, access, sweep, lost, testbed.ebpf_unavailable(record),
                    summary, on_progress)  # fmt: skip
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
@@ -181,7 +183,7 @@ def _sweep(
     runner: SshRunner,
     bench: Bench,
     nodes: list[str],
-    workdirs: dict[str, str],
+    access: NodeAccess,
     sweep: Sweep,
     lost: dict[str, str],
     ebpf_unavailable: str | None,
@@ -214,7 +216,7 @@ def _sweep(
         for node in todo:
             sweep.note(combination, node, "running", "started")
         sweep.save()
-        outcomes = _run_combination(record, runner, bench, combination, todo, workdirs)
+        outcomes = _run_combination(record, runner, bench, combination, todo, access)
         for node in todo:
             result = outcomes[node]
             label = f"{combination.key} on {node}"
@@ -250,10 +252,10 @@ def _run_combination(
     bench: Bench,
     combination: Combination,
     nodes: list[str],
-    workdirs: dict[str, str],
+    access: NodeAccess,
 ) -> dict[str, CommandResult]:
     toggle = (record.ebpf_toggle or {}).get(combination.ebpf)
-    arguments = [f"./{BINARY}", "--json", "--iterations", str(bench.iterations), "--threads",
+    arguments = [record.bench_binary or f"./{BINARY}", "--json", "--iterations", str(bench.iterations), "--threads",
                  str(combination.threads), "--warmup", str(bench.warmup)]  # fmt: skip
     for path in bench.paths:
         arguments += ["--path", path]
@@ -264,10 +266,7 @@ def _run_combination(
     if toggle:
         steps.append(toggle)
     steps.append(shlex.join(arguments))
-    # Local testbed nodes each have their own directory, which their sshd exports as G5K_NODE_DIR.
-    shared = {workdirs[node] for node in nodes}
-    env = {"G5K_NODE_DIR": shared.pop()} if len(shared) == 1 else None
-    return runner.run(nodes, " && ".join(steps), timeout=bench.timeout, env=env)
+    return runner.run(nodes, " && ".join(steps), timeout=bench.timeout, env=access.workdir_env(nodes))
 
 
 def _reason(result: CommandResult) -> str:

@@ -1,0 +1,299 @@
+"""One function per Nix or nxc invocation on the frontend, each returning what it printed, parsed.
+
+Every command runs in the flake directory on the frontend over SSH (``Frontend``), with the experimental
+features it needs enabled on the command line, so that no user ``nix.conf`` is assumed. The command lines are
+built by the ``*_command`` functions so that the plan and the tests can show them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from g5kdeploy.errors import ConfigError, G5kError
+from g5kdeploy.remote import CommandResult, SshRunner
+
+NIX = "nix --extra-experimental-features 'nix-command flakes'"
+SYSTEM = "x86_64-linux"
+# A store path anywhere in a message: nix names missing paths in its errors.
+STORE_PATH = re.compile(r"/nix/store/[0-9a-z]{32}-[^\s'\"`,;:]+")
+# A negative narinfo answer is cached for an hour by default: it would hide a path pushed since.
+NO_NEGATIVE_CACHE = "--option narinfo-cache-negative-ttl 0"
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """Where the Nix commands run: a host reached by ``runner``, in the flake directory ``directory``."""
+
+    runner: SshRunner
+    host: str
+    directory: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def run(self, command: str, *, timeout: float, what: str) -> CommandResult:
+        """``command`` in the flake directory; G5kError with the end of stderr when it fails."""
+        full = f"cd {remote_path(self.directory)} && {command}"
+        result = self.runner.run([self.host], full, timeout=timeout, env=dict(self.env) or None)[self.host]
+        if not result.ok:
+            raise G5kError(f"{what} failed on {self.host}: {describe_failure(result)}", hint=f"the command: {command}")
+        return result
+
+
+@dataclass(frozen=True)
+class BinaryCacheRef:
+    url: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """The closure as the cache knows it: path → narSize, and the paths it lacks."""
+
+    present: dict[str, int]
+    missing: list[str]
+
+    @property
+    def nar_size(self) -> int:
+        return sum(self.present.values())
+
+
+@dataclass(frozen=True)
+class KexecParams:
+    """What nxc's kexec script loads: kernel, initrd and the command line, verbatim."""
+
+    kernel: str
+    initrd: str
+    append: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kernel": self.kernel, "initrd": self.initrd, "append": self.append}
+
+
+def remote_path(path: str) -> str:
+    """``path`` quoted for the remote shell, keeping a leading ``~/`` expandable."""
+    if path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def describe_failure(result: CommandResult) -> str:
+    if result.timed_out:
+        return f"timed out after {result.duration:.0f} s"
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    tail = " | ".join(lines[-5:])
+    return f"exit {result.exit_code}: {tail or result.error or 'no output'}"
+
+
+def substituter_flags(cache: BinaryCacheRef) -> str:
+    # Trusted by its signature only: the key goes with the substituter, never --no-check-sigs.
+    return (
+        f"--option extra-substituters {shlex.quote(cache.url)} "
+        f"--option extra-trusted-public-keys {shlex.quote(cache.public_key)}"
+    )
+
+
+def composition_name(composition: str) -> str:
+    """nxc names its build link after the composition *file* (``x/default.nix`` → ``default``) but builds
+    the attribute ``composition::<flavour>``; ``start`` then looks for the file's name and fails. Only a file
+    called ``composition.nix`` keeps both in step (nixos-compose-and-payload.md §1.7)."""
+    name = PurePosixPath(composition).name.removesuffix(".nix")
+    if name != "composition":
+        raise ConfigError(
+            f"deploy.composition: {composition!r}: nxc needs the file to be named composition.nix",
+            hint="nxc builds composition::<flavour> but names the build after the file, so start cannot find it",
+        )
+    return name
+
+
+# (b) the composition's output, evaluated without building -------------------------------------------------
+
+
+def eval_command(flavour: str) -> str:
+    installable = f'.#packages.{SYSTEM}."composition::{flavour}".outPath'
+    return f"{NIX} eval --raw {shlex.quote(installable)}"
+
+
+def eval_composition(frontend: Frontend, flavour: str, *, timeout: float) -> str:
+    """The store path of ``composition::<flavour>`` (nxc's compose-info JSON). Its references are every
+    role's toplevel, the kernel and the initrd, so its closure is everything the nodes boot."""
+    result = frontend.run(eval_command(flavour), timeout=timeout, what="nix eval of the composition")
+    path = result.stdout.strip()
+    if not STORE_PATH.fullmatch(path):
+        raise G5kError(f"nix eval of the composition printed {path[:200]!r}, not a store path")
+    return path
+
+
+# (c) one batched cache query ---------------------------------------------------------------------------------
+
+
+def path_info_command(cache: BinaryCacheRef, paths: Sequence[str]) -> str:
+    return f"{NIX} path-info --json -r --store {shlex.quote(cache.url)} {NO_NEGATIVE_CACHE} " + " ".join(
+        shlex.quote(p) for p in paths
+    )
+
+
+def query_cache(frontend: Frontend, cache: BinaryCacheRef, paths: Sequence[str], *, timeout: float) -> CacheReport:
+    """The closure of ``paths`` in the cache, in one query. A path the cache lacks is reported, not raised."""
+    command = path_info_command(cache, paths)
+    full = f"cd {remote_path(frontend.directory)} && {command}"
+    result = frontend.runner.run([frontend.host], full, timeout=timeout, env=dict(frontend.env) or None)[frontend.host]
+    if result.exit_code is None:
+        raise G5kError(f"the cache query did not complete on {frontend.host}: {describe_failure(result)}")
+    present, missing = parse_path_info(result.stdout)
+    if result.exit_code != 0:
+        # Nix stops at the first invalid path and names it in its error, with no JSON for it.
+        missing += [p for p in dict.fromkeys(STORE_PATH.findall(result.stderr)) if p not in present]
+        if not missing:
+            raise G5kError(f"nix path-info on {cache.url} failed: {describe_failure(result)}")
+    return CacheReport(present=present, missing=sorted(set(missing)))
+
+
+def parse_path_info(text: str) -> tuple[dict[str, int], list[str]]:
+    """Both shapes of ``nix path-info --json``: a list of ``{path, narSize, valid?}`` (Nix < 2.19) or a map
+    ``path → info | null`` (Nix ≥ 2.19); an invalid path is ``valid: false`` or ``null``."""
+    if not text.strip():
+        return {}, []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise G5kError(f"nix path-info printed invalid JSON ({exc}): {text[:200]!r}") from None
+    entries: list[tuple[str, Any]]
+    if isinstance(data, list):
+        entries = [(str(item.get("path")), item) for item in data if isinstance(item, dict)]
+    elif isinstance(data, dict):
+        entries = list(data.items())
+    else:
+        raise G5kError(f"nix path-info printed unexpected JSON: {text[:200]!r}")
+    present: dict[str, int] = {}
+    missing: list[str] = []
+    for path, info in entries:
+        if not isinstance(info, dict) or info.get("valid") is False:
+            missing.append(path)
+        else:
+            present[path] = int(info.get("narSize") or 0)
+    return present, missing
+
+
+# (d) substitution only ---------------------------------------------------------------------------------------
+
+
+def realise_command(cache: BinaryCacheRef, paths: Sequence[str]) -> str:
+    # --max-jobs 0: nothing may be built here (a kernel on the frontend); everything comes from the cache.
+    return f"{NIX} build --no-link --max-jobs 0 {substituter_flags(cache)} {NO_NEGATIVE_CACHE} " + " ".join(
+        shlex.quote(p) for p in paths
+    )
+
+
+def realise(frontend: Frontend, cache: BinaryCacheRef, paths: Sequence[str], *, timeout: float) -> None:
+    frontend.run(realise_command(cache, paths), timeout=timeout, what="substituting the closure from the cache")
+
+
+# (e) nxc build and its compose-info --------------------------------------------------------------------------
+
+
+def nxc_build_command(flavour: str, composition: str, cache: BinaryCacheRef) -> str:
+    # -d .: the flake is the repository root; the composition file keeps its name (composition_name()).
+    nix_flags = f"--max-jobs 0 {substituter_flags(cache)}"
+    return f"nxc -d . build -f {shlex.quote(flavour)} {shlex.quote(composition)} --nix-flags {shlex.quote(nix_flags)}"
+
+
+def nxc_build(
+    frontend: Frontend, flavour: str, composition: str, cache: BinaryCacheRef, *, timeout: float
+) -> dict[str, Any]:
+    """Run ``nxc build`` and return ``build/<comp>::<flavour>`` (compose-info JSON)."""
+    link = f"build/{composition_name(composition)}::{flavour}"
+    command = f"{nxc_build_command(flavour, composition, cache)} >&2 && cat {shlex.quote(link)}"
+    result = frontend.run(command, timeout=timeout, what="nxc build")
+    try:
+        info: dict[str, Any] = json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise G5kError(f"{link} is not JSON ({exc}): {result.stdout[:200]!r}") from None
+    return info
+
+
+def role_toplevels(compose_info: dict[str, Any], composition: str = "composition") -> dict[str, str]:
+    """role → toplevel from compose-info (``compositions_info.<comp>.roles``)."""
+    try:
+        roles = compose_info["compositions_info"][composition]["roles"]
+    except (KeyError, TypeError):
+        raise G5kError(f"compose-info has no compositions_info.{composition}.roles") from None
+    return {role: value if isinstance(value, str) else str(value.get("toplevel")) for role, value in roles.items()}
+
+
+# (f) nxc start without launching: its deployment file and kexec script ---------------------------------------
+
+
+def nxc_start_command(flavour: str, machine_file: str, roles: Mapping[str, int], identity: str | None) -> str:
+    # no-launch: nxc writes the deployment file and the kexec script but boots nothing; we kexec ourselves,
+    # in parallel and checking every exit code (nxc's launch is serial and ignores them).
+    parts = ["nxc", "-d", ".", "start", "-f", flavour, "-m", machine_file]
+    for role, count in roles.items():
+        parts += ["-r", f"{role}={count}"]
+    if identity:
+        parts += ["-i", identity]
+    parts += ["--start-option", "no-launch"]
+    return shlex.join(parts)
+
+
+def kexec_script_path(flavour: str, composition: str = "composition") -> str:
+    return f"artifact/{composition}/{flavour}/kexec_scripts/kexec.sh"
+
+
+def nxc_prepare_kexec(
+    frontend: Frontend,
+    flavour: str,
+    machines: Sequence[str],
+    roles: Mapping[str, int],
+    *,
+    identity: str | None,
+    timeout: float,
+) -> KexecParams:
+    """Write the machine file, let nxc generate its kexec script for ``machines``, and parse it."""
+    machine_file = ".g5k-machines"
+    listing = "\n".join(machines) + "\n"
+    command = (
+        f"printf %s {shlex.quote(listing)} > {machine_file} && "
+        f"{nxc_start_command(flavour, machine_file, roles, identity)} >&2 && "
+        f"cat {shlex.quote(kexec_script_path(flavour))}"
+    )
+    result = frontend.run(command, timeout=timeout, what="nxc start --start-option no-launch")
+    return parse_kexec_script(result.stdout)
+
+
+def parse_kexec_script(text: str) -> KexecParams:
+    """The ``kexec -l <kernel> --initrd=<initrd> --append="..."`` line of nxc's script, taken verbatim."""
+    for line in text.splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        for index, word in enumerate(words[:-1]):
+            if PurePosixPath(word).name == "kexec" and words[index + 1] == "-l":
+                return _kexec_load_args(words[index + 2 :], line)
+    raise G5kError("nxc's kexec script has no 'kexec -l' line", hint=text[:500])
+
+
+def _kexec_load_args(words: list[str], line: str) -> KexecParams:
+    kernel = initrd = append = None
+    rest = iter(words)
+    for word in rest:
+        if word.startswith("--initrd="):
+            initrd = word.split("=", 1)[1]
+        elif word == "--initrd":
+            initrd = next(rest, None)
+        elif word.startswith(("--append=", "--command-line=")):
+            append = word.split("=", 1)[1]
+        elif word in ("--append", "--command-line"):
+            append = next(rest, None)
+        elif word in ("&&", ";", "||"):
+            break
+        elif not word.startswith("-") and kernel is None:
+            kernel = word
+    if not kernel or not initrd or append is None:
+        raise G5kError(f"cannot read kernel, initrd and command line from nxc's kexec line: {line.strip()}")
+    return KexecParams(kernel=kernel, initrd=initrd, append=append)

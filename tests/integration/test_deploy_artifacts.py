@@ -1,0 +1,122 @@
+"""``g5k deploy`` with the artifacts method on the local testbed: real files, real sshd nodes, real checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from g5kdeploy.cli import app
+
+PLAYBOOK = """\
+version: 1
+name: deploytest
+testbed: local
+reservation:
+  site: nancy
+  roles:
+    collector: {{nodes: 1, cluster: gros}}
+    exporter: {{nodes: 2, cluster: gros}}
+  walltime: "1:00"
+  max_wait: "0:05"
+deploy:
+  method: artifacts
+  retries: 1
+  timeout: 120
+{extra}
+bench:
+  roles: [exporter]
+  paths: [/etc/hostname]
+  iterations: 1000
+  threads: [1]
+"""
+
+
+@pytest.fixture
+def reserved(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for variable in ("G5K_API_URL", "G5K_USERNAME", "G5K_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("G5K_RESULTS_DIR", str(tmp_path / "results"))
+    made: list[str] = []
+
+    def make(extra: str = "") -> tuple[str, Path]:
+        book = tmp_path / "deploy.yaml"
+        book.write_text(PLAYBOOK.format(extra=extra))
+        result = g5k("reserve", str(book), "--json")
+        assert result.exit_code == 0, result.output
+        run_id = json.loads(result.stdout)["run_id"]
+        made.append(run_id)
+        return run_id, tmp_path / "results" / run_id
+
+    yield make
+    for run_id in made:
+        g5k("release", run_id)
+
+
+def g5k(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_artifacts_reach_every_node_with_their_checksums_and_bench_uses_them(reserved):
+    run_id, run_dir = reserved()
+    plan = json.loads(g5k("deploy", run_id, "--dry-run", "--json").stdout)["plan"]
+    assert plan["method"] == "artifacts" and len(plan["to_deploy"]) == 3
+    assert not any((Path(w) / "artifacts").exists() for w in record(run_dir)["access"]["workdirs"].values())
+
+    result = g5k("deploy", run_id, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["verified"]) == 3
+    saved = record(run_dir)
+    for node, workdir in saved["access"]["workdirs"].items():
+        pushed = Path(workdir) / "artifacts" / "statx-bench"
+        expected = saved["deploy"]["plan"]["files"]["artifacts/statx-bench"]
+        assert hashlib.sha256(pushed.read_bytes()).hexdigest() == expected
+        assert saved["deploy"]["nodes"][node]["state"] == "verified"
+        assert saved["deploy"]["nodes"][node]["facts"]["sha256"]["artifacts/statx-bench"] == expected
+    assert saved["bench_binary"] == "./artifacts/statx-bench"
+
+    again = json.loads(g5k("deploy", run_id, "--json").stdout)
+    assert again["plan"]["to_deploy"] == []
+    assert all(state["attempts"] == 1 for state in record(run_dir)["deploy"]["nodes"].values())
+
+    bench = g5k("bench", run_id, "--json")
+    assert bench.exit_code == 0, bench.output
+    assert json.loads(bench.stdout)["new"] == 2
+
+
+def break_node(run_dir: Path, node: str) -> None:
+    """A file where the node's artifacts directory should go: every push to that node fails."""
+    (Path(record(run_dir)["access"]["workdirs"][node]) / "artifacts").write_text("in the way\n")
+
+
+def test_failing_node_is_dropped_when_min_nodes_allows(reserved):
+    run_id, run_dir = reserved("  min_nodes: 1")
+    victim = record(run_dir)["roles"]["exporter"][0]
+    break_node(run_dir, victim)
+    result = g5k("deploy", run_id, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert list(summary["dropped"]) == [victim]
+    saved = record(run_dir)
+    assert victim not in saved["roles"]["exporter"]
+    assert saved["deploy"]["nodes"][victim]["state"] == "dropped"
+    assert saved["deploy"]["nodes"][victim]["attempts"] == 2
+
+
+def test_deploy_fails_with_each_nodes_reason_when_a_role_falls_short(reserved):
+    run_id, run_dir = reserved()
+    victim = record(run_dir)["roles"]["exporter"][1]
+    break_node(run_dir, victim)
+    result = g5k("deploy", run_id)
+    assert result.exit_code == 1
+    assert "exporter: 1 of 2 verified, min_nodes 2" in result.stderr
+    assert victim in result.stderr
+    assert record(run_dir)["phases"]["deploy"]["state"] == "failed"
