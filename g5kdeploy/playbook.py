@@ -280,6 +280,32 @@ class Deploy(_Strict):
         return self.method == "nxc" and self.flavour in KEXEC_FLAVOURS
 
 
+DEFAULT_QUERIES = {
+    "statx_latency": "ebpf_exporter_statx_latency_seconds_bucket",
+    "statx_override": "ebpf_exporter_statx_override_total",
+    "node_cpu": "sum by (node, mode) (rate(node_cpu_seconds_total[5s]))",
+}
+
+
+class Collect(_Strict):
+    """What to bring back: the collector's Prometheus (snapshot and exported series)."""
+
+    role: str = "collector"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 9090
+    step: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    queries: dict[str, str] = DEFAULT_QUERIES
+
+    @field_validator("queries")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, expr in value.items():
+            if not _SLUG.match(name):
+                raise ValueError(f"query name {name!r}: lower-case letters, digits, '-' or '_' (it names a CSV file)")
+            if not expr.strip():
+                raise ValueError(f"query {name!r} is empty: give a PromQL expression")
+        return value
+
+
 class Ssh(_Strict):
     """How to reach Grid'5000 nodes; the local testbed makes its own keys."""
 
@@ -294,6 +320,7 @@ class Playbook(_Strict):
     ssh: Ssh = Ssh()
     deploy: Deploy | None = None
     bench: Bench | None = None
+    collect: Collect | None = None
 
     @model_validator(mode="after")
     def _deploy_fits_testbed(self) -> Playbook:
@@ -305,6 +332,14 @@ class Playbook(_Strict):
             )
         if self.testbed == "grid5000" and self.deploy.method == "artifacts":
             raise ValueError("deploy.method: artifacts is for the local testbed; on Grid'5000 use nxc or kadeploy")
+        return self
+
+    @model_validator(mode="after")
+    def _collector_role_exists(self) -> Playbook:
+        if self.collect and self.collect.role not in self.reservation.roles:
+            raise ValueError(
+                f"collect.role: {self.collect.role} is not among reservation.roles ({', '.join(self.reservation.roles)})"
+            )
         return self
 
     @model_validator(mode="after")

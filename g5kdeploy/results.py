@@ -102,6 +102,8 @@ class LocalTestbedRecord(BaseModel):
     simulator_url: str | None = None
     simulator_state: str | None = None
     sshd_pids: dict[str, int] = {}
+    addresses: dict[str, str] = {}
+    monitoring_pids: list[int] = []
 
 
 class NodeAccess(BaseModel):
@@ -109,6 +111,8 @@ class NodeAccess(BaseModel):
 
     ssh_config: str
     workdirs: dict[str, str]
+    #: The host keys ssh_config checks against (fabric does not read ssh_config's UserKnownHostsFile).
+    known_hosts: str | None = None
 
     def workdir_env(self, nodes: list[str]) -> dict[str, str] | None:
         """``G5K_NODE_DIR`` for a command on ``nodes`` that share one working directory (Grid'5000).
@@ -154,6 +158,8 @@ class RunRecord(BaseModel):
     ebpf_toggle: dict[str, str] | None = None
     #: How the bench phase starts statx-bench on a node once a deploy put it there (else it pushes its own).
     bench_binary: str | None = None
+    #: The collect phase's progress: snapshot name, fetched tarball and its sha256, removal on the node.
+    collected: dict[str, Any] = {}
     released_at: str | None = None
 
     def live_jobs(self) -> list[JobEntry]:

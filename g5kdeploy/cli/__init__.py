@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from g5kdeploy import __version__
-from g5kdeploy.cli import bench, deploy, jobs, sim
+from g5kdeploy.cli import bench, collect, deploy, jobs, run, sim
 from g5kdeploy.cli.common import Settings
 from g5kdeploy.log import configure
 
@@ -19,9 +19,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+run.register(app)
 jobs.register(app)
 deploy.register(app)
 bench.register(app)
+collect.register(app)
 app.add_typer(sim.app, name="sim", help="A local Grid'5000 API simulator.")
 
 

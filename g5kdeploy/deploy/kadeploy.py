@@ -63,6 +63,10 @@ class KadeployMethod:
         self._home = home
         self.poll_seconds = poll_seconds
 
+    @classmethod
+    def for_context(cls, context: DeployContext) -> KadeployMethod:  # noqa: ARG003 - the key is read at boot
+        return cls()
+
     # The DeployMethod interface --------------------------------------------------------------------------
 
     def plan(self, context: DeployContext, nodes: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ uses verbatim. ``boot`` then loads the kernel on every node in parallel (checkin
 
 from __future__ import annotations
 
+import getpass
 import shlex
 import shutil
 import tempfile
@@ -16,19 +17,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from g5kdeploy.credentials import inside_grid5000
 from g5kdeploy.deploy import nix
 from g5kdeploy.deploy.base import NIXOS_EBPF_TOGGLE, BootOutcome, DeployContext, Expectation
+from g5kdeploy.deploy.kadeploy import site_of
 from g5kdeploy.deploy.nix import BinaryCacheRef, Frontend, KexecParams
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.log import get_logger
 from g5kdeploy.playbook import KEXEC_FLAVOURS, Deploy
 from g5kdeploy.remote import SshRunner
+from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config, public_key
 
 log = get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 #: What the flake needs on the frontend, relative to the repository root.
 FLAKE_PARTS = ("flake.nix", "flake.lock", "nix", "nxc", "g5kdeploy/payload")
+#: The root public key, sent in the flake directory for ``nxc start -i``.
+ROOT_KEY_FILE = ".g5k-root-key.pub"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 #: The old system must be gone before the first probe, or it would answer it: kexec -e runs 1 s after the
 #: command, and jumps to the new kernel at once (no shutdown), so a few seconds are plenty.
@@ -50,21 +56,41 @@ class NxcMethod:
         frontend: str,
         runner: SshRunner,
         directory: str = "~/g5kdeploy-flake",
-        identity: str | None = None,
+        public_key_text: str | None = None,
         env: dict[str, str] | None = None,
         settle_seconds: float = SETTLE_SECONDS,
         repo: Path = REPO,
     ) -> None:
-        """``runner`` reaches ``frontend``; ``directory`` is the flake's place there; ``identity`` the public
-        key file (on the frontend) nxc puts in the deployment for root; ``env`` is exported for every remote
-        command, on the frontend and on the nodes."""
+        """``runner`` reaches ``frontend``; ``directory`` is the flake's place there; ``public_key_text`` is
+        the key nxc puts in the deployment for root (sent with the flake, passed as ``nxc start -i``);
+        ``env`` is exported for every remote command, on the frontend and on the nodes."""
         self.env = dict(env or {})
         self.frontend = Frontend(runner=runner, host=frontend, directory=directory, env=self.env)
-        self.identity = identity
+        self.public_key_text = public_key_text
+        self.identity = ROOT_KEY_FILE if public_key_text else None
         self.settle_seconds = settle_seconds
         self.repo = repo
         self._kexec: KexecParams | None = None
         self._toplevels: dict[str, str] = {}
+
+    @classmethod
+    def for_context(cls, context: DeployContext) -> NxcMethod:
+        """The site's frontend (``f<site>.<site>.grid5000.fr``) as the user, through the access gateway from
+        outside, with an ssh_config of its own in the run directory (the run's one only knows the nodes)."""
+        nodes = [node for members in context.record.roles.values() for node in members]
+        if not nodes:
+            raise ConfigError("the run has no nodes to deploy")
+        site = site_of(nodes[0])
+        frontend = f"f{site}.{site}.grid5000.fr"
+        key = find_key(context.playbook.ssh.key, Path.home())
+        login = context.api.user or getpass.getuser()
+        config = context.run_dir / "ssh_config.frontend"
+        config.write_text(
+            grid5000_ssh_config(
+                [frontend], login=login, key=key, known_hosts=context.run_dir / "known_hosts", inside=inside_grid5000()
+            )
+        )
+        return cls(frontend=frontend, runner=SshRunner(config), public_key_text=public_key(key))
 
     # The DeployMethod interface --------------------------------------------------------------------------
 
@@ -201,6 +227,8 @@ class NxcMethod:
                 elif source.is_file():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(source, target)
+            if self.public_key_text:
+                (stage / ROOT_KEY_FILE).write_text(self.public_key_text.strip() + "\n")
             result = self.frontend.runner.put_tree([self.frontend.host], stage, self.frontend.directory)
         sent = result[self.frontend.host]
         if not sent.ok:

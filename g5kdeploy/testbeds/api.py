@@ -202,3 +202,7 @@ class Api:
 
     def get_deployment(self, site: str, uid: str) -> dict[str, Any]:
         return self._retrying(f"get deployment {site}/{uid}", lambda: self._site(site).deployments[uid].to_dict())
+
+    def node_reference(self, site: str, cluster: str, uid: str) -> dict[str, Any]:
+        """A node's description in the reference API (hardware, as g5k-checks verified it)."""
+        return self._retrying(f"reference of {uid}", lambda: self._site(site).clusters[cluster].nodes[uid].to_dict())

@@ -6,12 +6,27 @@ in the API's time; the phases never ask which one they have.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from g5kdeploy.clock import Clock
 from g5kdeploy.playbook import Playbook
 from g5kdeploy.results import NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
+
+
+@dataclass(frozen=True)
+class PrometheusEndpoint:
+    """Where the collector's Prometheus listens, as seen from the collector node, and where it keeps its TSDB."""
+
+    node: str
+    address: str
+    port: int
+    data_dir: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
 
 
 class Testbed(Protocol):
@@ -31,6 +46,10 @@ class Testbed(Protocol):
 
     def access(self, record: RunRecord, store: RunStore) -> NodeAccess:
         """Make the run's nodes reachable over SSH (starting them, on the local testbed) and say how."""
+        ...
+
+    def prometheus(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint:
+        """The collector's Prometheus (started here on the local testbed, by NixOS on Grid'5000)."""
         ...
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:

@@ -10,10 +10,13 @@ from pathlib import Path
 from g5kdeploy.clock import Clock, WallClock
 from g5kdeploy.credentials import inside_grid5000, resolve_endpoint
 from g5kdeploy.errors import CredentialsError
-from g5kdeploy.playbook import Playbook
+from g5kdeploy.playbook import Collect, Playbook
 from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text
 from g5kdeploy.testbeds.api import Api
+from g5kdeploy.testbeds.base import PrometheusEndpoint
 from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config, public_key, root_key_command
+
+NIXOS_PROMETHEUS_DATA = "/var/lib/prometheus2/data"
 
 
 class Grid5000Testbed:
@@ -55,9 +58,18 @@ class Grid5000Testbed:
         atomic_write_text(config, text)
         # /tmp on a node is wiped when the node is redeployed or rebooted at the end of the job.
         workdir = f"/tmp/g5kdeploy-{record.run_id}"
-        record.access = NodeAccess(ssh_config=str(config), workdirs=dict.fromkeys(nodes, workdir))
+        record.access = NodeAccess(
+            ssh_config=str(config), workdirs=dict.fromkeys(nodes, workdir), known_hosts=str(directory / "known_hosts")
+        )
         store.save(record)
         return record.access
+
+    def prometheus(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint:  # noqa: ARG002
+        playbook = Playbook.model_validate(record.playbook)
+        collect = playbook.collect or Collect()
+        node = record.roles[collect.role][0]
+        # nix/modules/collector.nix: the NixOS Prometheus module's state directory.
+        return PrometheusEndpoint(node=node, address="127.0.0.1", port=collect.port, data_dir=NIXOS_PROMETHEUS_DATA)
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:
         if record.ebpf_toggle is None:

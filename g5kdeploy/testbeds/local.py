@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from pathlib import Path
 
 from g5kdeploy.clock import Clock, WallClock
 from g5kdeploy.credentials import Endpoint
@@ -18,7 +19,9 @@ from g5kdeploy.playbook import Playbook
 from g5kdeploy.process import is_running, spawn_daemon, stop_pid, wait_for_line
 from g5kdeploy.results import LocalTestbedRecord, NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
+from g5kdeploy.testbeds.base import PrometheusEndpoint
 from g5kdeploy.testbeds.loopback import require_sshd, start_nodes, stop_nodes
+from g5kdeploy.testbeds.monitoring import start_monitoring, stop_monitoring
 
 log = get_logger(__name__)
 SIMULATOR_MARK = "g5kdeploy"
@@ -77,23 +80,66 @@ class LocalTestbed:
         local = record.local or LocalTestbedRecord()
         pids = local.sshd_pids
         if record.access and sorted(pids) == names and all(is_running(pid, expect="sshd") for pid in pids.values()):
+            self._ensure_monitoring(record, store)
             return record.access
         if pids:
             stop_nodes(pids.values())
         started = start_nodes(store.directory(record.run_id) / "testbed" / "nodes", names)
         local.sshd_pids = {node.name: node.pid for node in started.nodes}
+        local.addresses = {node.name: node.address for node in started.nodes}
         record.local = local
         record.access = NodeAccess(
-            ssh_config=str(started.ssh_config), workdirs={node.name: str(node.workdir) for node in started.nodes}
+            ssh_config=str(started.ssh_config),
+            workdirs={node.name: str(node.workdir) for node in started.nodes},
+            known_hosts=str(started.known_hosts),
         )
         store.save(record)
         log.info("local nodes up", nodes=len(started.nodes), ssh_config=str(started.ssh_config))
+        self._ensure_monitoring(record, store)
         return record.access
+
+    def prometheus(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint:
+        """A real Prometheus on the collector's address; :meth:`access` starts it with the nodes."""
+        self.access(record, store)
+        endpoint = self._endpoint(record, store)
+        assert endpoint is not None, "the playbook has no collect section"
+        return endpoint
+
+    def _endpoint(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint | None:
+        collect = Playbook.model_validate(record.playbook).collect
+        if collect is None or record.local is None:
+            return None
+        collector = record.roles[collect.role][0]
+        directory = store.directory(record.run_id) / "testbed" / "monitoring"
+        address = record.local.addresses[collector]
+        return PrometheusEndpoint(collector, address, collect.port, str(directory / "prometheus-data"))
+
+    def _ensure_monitoring(self, record: RunRecord, store: RunStore) -> None:
+        """Prometheus on the collector and a node exporter on every node, so the whole run is scraped."""
+        endpoint = self._endpoint(record, store)
+        local = record.local
+        if endpoint is None or local is None:
+            return
+        if local.monitoring_pids and all(is_running(pid) for pid in local.monitoring_pids):
+            return
+        stop_monitoring(local.monitoring_pids)
+        others = [(name, address) for name, address in sorted(local.addresses.items()) if name != endpoint.node]
+        started = start_monitoring(
+            Path(endpoint.data_dir).parent, collector=(endpoint.node, endpoint.address), exporters=others,
+            port=endpoint.port,
+        )  # fmt: skip
+        local.monitoring_pids = [started.prometheus_pid, *started.exporter_pids.values()]
+        store.save(record)
+        log.info("local monitoring up", prometheus=started.prometheus_url, exporters=len(started.exporter_pids))
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:  # noqa: ARG002 - the same for every run
         return "the local testbed runs the host's kernel: no custom kernel, no kprobe override"
 
     def close(self, record: RunRecord, store: RunStore) -> None:
+        if record.local and record.local.monitoring_pids:
+            stop_monitoring(record.local.monitoring_pids)
+            record.local.monitoring_pids = []
+            store.save(record)
         if record.local and record.local.sshd_pids:
             stop_nodes(record.local.sshd_pids.values())
             log.info("local nodes stopped", nodes=len(record.local.sshd_pids))

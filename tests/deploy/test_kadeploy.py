@@ -99,7 +99,7 @@ def test_by_site_uses_the_second_label():
 
 
 def test_all_nodes_deploy_ok(testbed):
-    api, clock, nodes, context, server = testbed
+    _api, clock, nodes, context, server = testbed
     outcomes = KadeployMethod(public_key_text=KEY).boot(context, nodes, deadline=clock.now() + 3 * DEPLOY_SECONDS)
     assert {node: outcome.ok for node, outcome in outcomes.items()} == dict.fromkeys(nodes, True)
     deployments = server.simulator.list_deployments("nancy", {}, 0, 50)[0]
@@ -111,7 +111,7 @@ def test_all_nodes_deploy_ok(testbed):
 
 @pytest.mark.parametrize("testbed", [{"deploy_ko_rate": 0.5}], indirect=True)
 def test_ko_nodes_are_redeployed_alone(testbed):
-    api, clock, nodes, context, server = testbed
+    _api, clock, nodes, context, server = testbed
     method = KadeployMethod(public_key_text=KEY)
     first = method.boot(context, nodes, deadline=clock.now() + 3 * DEPLOY_SECONDS)
     failed = [node for node, outcome in first.items() if not outcome.ok]
@@ -131,14 +131,14 @@ def test_ko_nodes_are_redeployed_alone(testbed):
 
 @pytest.mark.parametrize("testbed", [{"deploy_error_rate": 1.0}], indirect=True)
 def test_error_status_fails_every_node(testbed):
-    api, clock, nodes, context, _ = testbed
+    _api, clock, nodes, context, _ = testbed
     outcomes = KadeployMethod(public_key_text=KEY).boot(context, nodes, deadline=clock.now() + 3 * DEPLOY_SECONDS)
     assert not any(outcome.ok for outcome in outcomes.values())
     assert all("ended with status error" in outcome.reason for outcome in outcomes.values())
 
 
 def test_deadline_fails_and_cancels(testbed):
-    api, clock, nodes, context, server = testbed
+    _api, clock, nodes, context, server = testbed
     start = time.monotonic()
     outcomes = KadeployMethod(public_key_text=KEY).boot(context, nodes, deadline=clock.now() + DEPLOY_SECONDS / 3)
     assert time.monotonic() - start < 5

@@ -1,0 +1,196 @@
+"""Figures of a run's bench results, as PNG files (matplotlib's Agg renderer, no display needed).
+
+Figures are built on ``matplotlib.figure.Figure`` directly, not through ``pyplot``: no global figure registry,
+no backend to select, nothing left open after an exception, and safe to call from any thread.
+Every function skips results that lack what it draws (logged, and listed by ``load_results``) and still
+writes a figure with what remains.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from g5kdeploy.collect.data import Spread, group, load_results, merge_buckets, spread
+from g5kdeploy.collect.files import atomic_write_bytes
+from g5kdeploy.log import get_logger
+
+log = get_logger(__name__)
+DPI = 110
+EBPF_STYLE = {"off": "-", "on": "--"}
+EBPF_COLOUR = {"off": "tab:blue", "on": "tab:red"}
+
+__all__ = ["load_results", "plot_ebpf", "plot_latency", "plot_throughput"]
+
+
+def plot_latency(run_dir: Path, out_dir: Path) -> list[Path]:
+    """One figure per thread count: the latency distribution of every (node, eBPF state), from the histograms.
+
+    Why this cut: the question of the experiment is what the eBPF override costs a ``statx(2)`` call, and a
+    fair comparison holds the contention (thread count) and the machine fixed. So each figure is one thread
+    count; in it a colour is a node and the line style the eBPF state (solid off, dashed on), and the
+    repetitions of a pair are summed, since they are draws of the same distribution (their spread is what
+    the eBPF and throughput figures show). Two panels, both with a log latency axis because syscall latency
+    spans from about a microsecond to milliseconds of preemption: the CDF shows the body (median shift), the
+    complementary CDF on a log scale shows the tail (p99, p99.9), where interference from a probe shows first
+    and which a CDF squeezes against 1. A node whose curve stands apart from its siblings is a noisy node,
+    which per-combination averages would hide.
+    """
+    results = [result for result in load_results(run_dir) if result.buckets]
+    written: list[Path] = []
+    for (threads,), members in group(results, "threads").items():
+        figure = Figure(figsize=(11, 4.5), layout="constrained")
+        body, tail = figure.subplots(1, 2)
+        nodes = sorted({result.node for result in members})
+        colours = {node: f"C{index % 10}" for index, node in enumerate(nodes)}
+        body_end = 0.0
+        for (node, ebpf), series in group(members, "node", "ebpf").items():
+            xs, cdf = _cdf(merge_buckets(series))
+            label = f"{_short(node)} · eBPF {ebpf} · {len(series)} rep."
+            style = EBPF_STYLE.get(ebpf, ":")
+            # The body panel stops past the slowest p99.9, else rare ms-long preemptions squeeze it to a wall.
+            body_end = max(body_end, next(x for x, share in zip(xs, cdf, strict=True) if share >= 0.999))
+            body.step(xs, cdf, where="post", color=colours[node], linestyle=style, label=label)
+            # The last point of a CCDF is 0, which a log axis cannot show; it ends at the slowest bucket.
+            tail.step(xs[:-1], [1 - value for value in cdf[:-1]], where="post", color=colours[node], linestyle=style)
+        for axes in (body, tail):
+            axes.set_xscale("log")
+            axes.set_xlabel("statx latency (ns, log)")
+            axes.grid(True, which="both", alpha=0.3)
+        body.set_ylabel("fraction of calls ≤ x (CDF)")
+        body.set_ylim(0, 1.01)
+        body.set_xlim(right=body_end * 2)
+        body.set_title("body (up to past p99.9)", fontsize=9)
+        tail.set_title("tail", fontsize=9)
+        tail.set_yscale("log")
+        tail.set_ylabel("fraction of calls > x (CCDF, log)")
+        for level, name in ((1e-2, "p99"), (1e-3, "p99.9")):
+            tail.axhline(level, color="grey", linewidth=0.8, linestyle=":")
+            tail.annotate(name, (1, level), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+        body.legend(fontsize=8, loc="lower right")
+        figure.suptitle(f"statx latency distribution, {threads} thread{'s' if threads != 1 else ''}")
+        written.append(_save(figure, out_dir / f"latency-threads-{threads}.png"))
+    if not written:
+        log.warning("no histograms to plot: no latency figure", run=str(run_dir))
+    return written
+
+
+def plot_ebpf(run_dir: Path, out_dir: Path) -> Path | None:
+    """eBPF on against off: p50 and p99 per thread count; None unless both states have results.
+
+    Each point is the mean over repetitions and nodes (all draws of the same condition), the error bar their
+    min–max, so an overlap between on and off says the difference is within run-to-run noise.
+    """
+    results = [result for result in load_results(run_dir) if result.latency_ns]
+    states = sorted({result.ebpf for result in results})
+    if len(states) < 2:
+        log.info("eBPF comparison left out: results for one eBPF state only", states=states)
+        return None
+    figure = Figure(figsize=(10, 4.2), layout="constrained")
+    panels = figure.subplots(1, 2)
+    threads = sorted({result.threads for result in results})
+    for axes, name in zip(panels, ("p50", "p99"), strict=True):
+        for index, state in enumerate(states):
+            points = {
+                key[0]: spread(result.percentile(name) for result in members)
+                for key, members in group([r for r in results if r.ebpf == state], "threads").items()
+            }
+            _errorbar(axes, threads, points, index, len(states), label=f"eBPF {state}",
+                      colour=EBPF_COLOUR.get(state, f"C{index + 2}"))  # fmt: skip
+        axes.set_title(f"{name} latency")
+        axes.set_ylabel("ns (mean over repetitions and nodes, min–max)")
+        axes.set_ylim(bottom=0)
+        _thread_axis(axes, threads)
+        axes.legend(fontsize=8)
+    figure.suptitle("statx latency, eBPF override on vs off")
+    return _save(figure, out_dir / "ebpf.png")
+
+
+def plot_throughput(run_dir: Path, out_dir: Path) -> Path:
+    """Calls/s per thread count, one series per (node, eBPF state): mean over repetitions, min–max bars.
+
+    Per node rather than summed, so a node that scales differently from its siblings stands out. With no
+    result at all the figure says so instead of being absent, so a report always has its throughput slot.
+    """
+    results = [result for result in load_results(run_dir) if result.calls_per_s is not None]
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    axes = figure.subplots()
+    threads = sorted({result.threads for result in results})
+    series = group(results, "node", "ebpf")
+    for index, ((node, ebpf), members) in enumerate(series.items()):
+        points = {key[0]: spread(r.calls_per_s for r in rows) for key, rows in group(members, "threads").items()}
+        _errorbar(axes, threads, points, index, len(series), label=f"{_short(node)} · eBPF {ebpf}",
+                  colour=f"C{index % 10}", linestyle=EBPF_STYLE.get(ebpf, ":"))  # fmt: skip
+    if results:
+        _thread_axis(axes, threads)
+        axes.legend(fontsize=8)
+    else:
+        axes.text(0.5, 0.5, "no finished bench results", ha="center", va="center", transform=axes.transAxes)
+    axes.yaxis.set_major_formatter(EngFormatter())
+    axes.set_ylabel("statx calls/s per node (mean over repetitions, min–max)")
+    axes.set_ylim(bottom=0)
+    axes.set_title("statx throughput")
+    return _save(figure, out_dir / "throughput.png")
+
+
+def _cdf(buckets: Sequence[tuple[int, int, int]]) -> tuple[list[float], list[float]]:
+    """Step points of the CDF: 0 at the lowest bucket's start, then the cumulative share at each upper bound."""
+    total = sum(count for _, _, count in buckets)
+    xs, ys, seen = [float(buckets[0][0])], [0.0], 0
+    for _, hi, count in buckets:
+        seen += count
+        xs.append(float(hi))
+        ys.append(seen / total)
+    return xs, ys
+
+
+def _errorbar(
+    axes: Axes,
+    threads: list[int],
+    points: dict[int, Spread | None],
+    index: int,
+    count: int,
+    *,
+    label: str,
+    colour: str,
+    linestyle: str = "-",
+) -> None:
+    """One series at categorical thread positions, nudged sideways so the error bars of series do not overlap."""
+    xs, means, below, above = [], [], [], []
+    for position, value in enumerate(threads):
+        point = points.get(value)
+        if point is None:
+            continue
+        xs.append(position + (index - (count - 1) / 2) * 0.08)
+        means.append(point.mean)
+        below.append(point.mean - point.low)
+        above.append(point.high - point.mean)
+    if xs:
+        axes.errorbar(xs, means, yerr=[below, above], marker="o", capsize=4, color=colour, linestyle=linestyle,
+                      label=label)  # fmt: skip
+
+
+def _thread_axis(axes: Axes, threads: list[int]) -> None:
+    # Categorical: thread counts are usually 1, 2, 4, ... and equal spacing reads better than a linear axis.
+    axes.set_xticks(range(len(threads)), [str(value) for value in threads])
+    axes.set_xlabel("threads per node")
+    axes.grid(True, axis="y", alpha=0.3)
+
+
+def _short(node: str) -> str:
+    """``gros-12`` for ``gros-12.nancy.grid5000.fr``: the site is in the report, the legend stays readable."""
+    return node.split(".", 1)[0]
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

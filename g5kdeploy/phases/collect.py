@@ -1,0 +1,232 @@
+"""The collect phase: the run's measurements and provenance, back into ``results/<run>/``.
+
+Each step is idempotent and recorded, so an interrupted collect is simply run again: a snapshot already
+taken on the collector is fetched (not taken twice), one already fetched and checked is not fetched again,
+and the snapshot is removed from the node only once its copy here has been verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from g5kdeploy import __version__
+from g5kdeploy.collect.manifest import write_manifest
+from g5kdeploy.collect.plots import plot_ebpf, plot_latency, plot_throughput
+from g5kdeploy.collect.report import write_report
+from g5kdeploy.errors import ConfigError, G5kError
+from g5kdeploy.log import get_logger
+from g5kdeploy.playbook import Collect, Playbook
+from g5kdeploy.remote import SshRunner
+from g5kdeploy.remote.session import connect, forward_local
+from g5kdeploy.results import RunRecord, RunStore, atomic_write_text, finish_phase, start_phase
+from g5kdeploy.testbeds.api import Api
+from g5kdeploy.testbeds.base import PrometheusEndpoint, Testbed
+from g5kdeploy.tools.prometheus import PrometheusClient, write_csv
+
+log = get_logger(__name__)
+PHASE = "collect"
+STEP_TIMEOUT = 300.0
+#: Called with the name of the step that starts.
+OnStep = Callable[[str], None]
+
+
+class CollectError(G5kError):
+    pass
+
+
+@dataclass
+class CollectSummary:
+    snapshot: Path | None = None
+    exports: dict[str, Path] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+    report: Path | None = None
+    manifest: Path | None = None
+
+
+def run_collect(
+    record: RunRecord, store: RunStore, testbed: Testbed, *, on_step: OnStep | None = None
+) -> CollectSummary:
+    playbook = Playbook.model_validate(record.playbook)
+    collect = playbook.collect
+    if collect is None:
+        raise ConfigError(
+            f"{record.playbook_path}: no collect section", hint="add collect: {role: collector, port: 9090}"
+        )
+    if not record.roles.get(collect.role):
+        raise ConfigError(f"run {record.run_id} has no {collect.role} node", hint="g5k reserve and g5k deploy first")
+    step = on_step or (lambda _name: None)
+    run_dir = store.directory(record.run_id)
+    summary = CollectSummary()
+    start_phase(record, PHASE)
+    store.save(record)
+    error: str | None = None
+    try:
+        access = testbed.access(record, store)
+        endpoint = testbed.prometheus(record, store)
+        api = testbed.open(record, store)
+        nodes = sorted({node for members in record.roles.values() for node in members})
+        with SshRunner(Path(access.ssh_config)) as runner:
+            step("snapshot")
+            summary.snapshot = _snapshot(record, store, runner, endpoint)
+            step("node facts")
+            facts = _node_facts(runner, nodes, api, run_dir)
+            step("exports")
+            summary.exports = _exports(record, collect, endpoint, access.ssh_config, access.known_hosts, run_dir)
+        step("plots")
+        plots_dir = run_dir / "plots"
+        plots_dir.mkdir(exist_ok=True)
+        summary.plots = [*plot_latency(run_dir, plots_dir), plot_throughput(run_dir, plots_dir)]
+        if (ebpf := plot_ebpf(run_dir, plots_dir)) is not None:
+            summary.plots.append(ebpf)
+        step("report")
+        summary.report, _ = write_report(run_dir, plots=summary.plots, exports=summary.exports, node_facts=facts)
+    except BaseException as exc:
+        error = str(exc) or type(exc).__name__
+        raise
+    finally:
+        finish_phase(record, PHASE, error=error)
+        store.save(record)
+        if error is None:
+            summary.manifest = write_manifest(run_dir, agent_version=__version__)
+    return summary
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _snapshot(record: RunRecord, store: RunStore, runner: SshRunner, endpoint: PrometheusEndpoint) -> Path:
+    """The collector's TSDB snapshot as ``prometheus/<name>.tar.gz``, checked, then removed from the node."""
+    state = record.collected
+    out_dir = store.directory(record.run_id) / "prometheus"
+    done = out_dir / str(state.get("tarball", "-"))
+    if state.get("tarball") and done.exists() and _sha256(done) == state.get("sha256"):
+        _remove_remote_snapshot(record, store, runner, endpoint)
+        return done
+    node = endpoint.node
+    if not state.get("snapshot"):
+        taken = runner.run([node], f"curl -sf -XPOST {endpoint.url}/api/v1/admin/tsdb/snapshot", timeout=STEP_TIMEOUT)[
+            node
+        ]
+        if not taken.ok:
+            why = taken.error or taken.stderr.strip() or f"exit code {taken.exit_code}"
+            raise CollectError(
+                f"cannot take a Prometheus snapshot on {node}: {why}",
+                hint="is the collector up and its Prometheus started with --web.enable-admin-api?",
+            )
+        state["snapshot"] = json.loads(taken.stdout)["data"]["name"]
+        store.save(record)
+    name = str(state["snapshot"])
+    remote = f"{endpoint.data_dir}/snapshots/{name}"
+    with tempfile.TemporaryDirectory(dir=store.directory(record.run_id), prefix=".snapshot-") as scratch:
+        fetched = runner.get_tree([node], remote, Path(scratch), timeout=STEP_TIMEOUT)[node]
+        if not fetched.ok:
+            raise CollectError(f"cannot fetch snapshot {name} from {node}: {fetched.error}")
+        out_dir.mkdir(exist_ok=True)
+        partial = out_dir / f".{name}.tar.gz.partial"
+        with tarfile.open(partial, "w:gz") as archive:
+            archive.add(Path(scratch) / node, arcname=name)
+        tarball = out_dir / f"{name}.tar.gz"
+        partial.replace(tarball)
+    state |= {"tarball": tarball.name, "sha256": _sha256(tarball), "tree_sha256": fetched.sha256}
+    atomic_write_text(out_dir / f"{name}.tar.gz.sha256", f"{state['sha256']}  {tarball.name}\n")
+    store.save(record)
+    _remove_remote_snapshot(record, store, runner, endpoint)
+    return tarball
+
+
+def _remove_remote_snapshot(
+    record: RunRecord, store: RunStore, runner: SshRunner, endpoint: PrometheusEndpoint
+) -> None:
+    state = record.collected
+    if state.get("removed") or not state.get("snapshot"):
+        return
+    remote = shlex.quote(f"{endpoint.data_dir}/snapshots/{state['snapshot']}")
+    removed = runner.run([endpoint.node], f"rm -rf {remote}", timeout=STEP_TIMEOUT)[endpoint.node]
+    if removed.ok:
+        state["removed"] = True
+        store.save(record)
+    else:
+        log.warning("snapshot left on the collector", node=endpoint.node, path=remote, error=removed.error)
+
+
+FACTS_SCRIPT = r"""
+echo "kernel=$(uname -r)"
+if [ -r /proc/config.gz ]; then echo "config_sha256=$(zcat /proc/config.gz | sha256sum | cut -d' ' -f1)"; fi
+echo "system=$(readlink -f /run/current-system 2>/dev/null)"
+echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "cpus=$(grep -c ^processor /proc/cpuinfo)"
+echo "memory_kib=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
+echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"
+"""
+
+
+def _node_facts(runner: SshRunner, nodes: list[str], api: Api, run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each node's kernel, system, CPU and memory as it reports them, plus its reference-API description."""
+    results = runner.run(nodes, FACTS_SCRIPT, timeout=STEP_TIMEOUT)
+    facts: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        result = results[node]
+        entry: dict[str, Any] = {"node": node, "reachable": result.ok}
+        if result.ok:
+            entry |= dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        else:
+            entry["error"] = result.error or result.stderr.strip()
+        short, site = node.split(".")[0], node.split(".")[1]
+        try:
+            entry["reference"] = api.node_reference(site, short.rsplit("-", 1)[0], short)
+        except G5kError as exc:
+            entry["reference_error"] = str(exc)
+        facts[node] = entry
+        atomic_write_text(run_dir / "nodes" / f"{node}.json", json.dumps(entry, indent=2, sort_keys=True) + "\n")
+    return facts
+
+
+def _run_window(record: RunRecord) -> tuple[float, float]:
+    """From the end of the reservation (nodes up) to now: the span the experiment's metrics cover."""
+    begin = record.phases.get("reserve")
+    stamp = (begin.finished_at or begin.started_at) if begin else record.created_at
+    start = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    return start, datetime.now(UTC).timestamp()
+
+
+def _exports(
+    record: RunRecord,
+    collect: Collect,
+    endpoint: PrometheusEndpoint,
+    ssh_config: str,
+    known_hosts: str | None,
+    run_dir: Path,
+) -> dict[str, Path]:
+    """Every query over the run's span into ``exports/<name>.csv``, through a port forward to the collector."""
+    start, end = _run_window(record)
+    out_dir = run_dir / "exports"
+    out_dir.mkdir(exist_ok=True)
+    written: dict[str, Path] = {}
+    if known_hosts is None:
+        raise CollectError(f"no known_hosts recorded for {record.run_id}", hint=f"g5k reserve --run {record.run_id}")
+    connection = connect(endpoint.node, Path(ssh_config), known_hosts=Path(known_hosts))
+    try:
+        with forward_local(connection, endpoint.port, remote_host=endpoint.address) as local_port:
+            client = PrometheusClient(f"http://127.0.0.1:{local_port}")
+            for name, expr in collect.queries.items():
+                series = client.query_range(expr, start, end, collect.step)
+                path = out_dir / f"{name}.csv"
+                write_csv(series, path)
+                written[name] = path
+    finally:
+        connection.close()
+    return written

@@ -1,0 +1,1 @@
+"""Clients and helpers for the external tools the agent drives (Prometheus, ...)."""

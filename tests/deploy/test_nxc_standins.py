@@ -1,0 +1,206 @@
+"""NxcMethod on real loopback sshd nodes, with stand-in nix, nxc and kexec executables (tests/deploy/standins)
+first on the remote PATH. One node also plays the frontend. Nothing here runs Nix or kexec for real."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from g5kdeploy.clock import WallClock
+from g5kdeploy.deploy import nix
+from g5kdeploy.deploy.base import DeployContext
+from g5kdeploy.deploy.nxc import NxcMethod
+from g5kdeploy.errors import G5kError
+from g5kdeploy.playbook import parse_playbook
+from g5kdeploy.remote import SshRunner
+from g5kdeploy.results import DeployRecord, RunRecord, RunStore
+from g5kdeploy.testbeds.api import Api
+from g5kdeploy.testbeds.loopback import start_nodes, stop_nodes
+
+STANDINS = Path(__file__).resolve().parent / "standins"
+NAMES = [f"gros-{i}.nancy.grid5000.fr" for i in range(1, 5)]
+MARKER = "statx-20261127T150000-ab12-k9"
+ROOT = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-compose-info.json"
+KERNEL = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-linux-6.12.30"
+CACHE_URL = "https://cache.example.org"
+CACHE_KEY = "cache.example.org-1:Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="
+DOWN = 2.0
+PLAYBOOK = f"""
+version: 1
+name: exp
+testbed: grid5000
+reservation:
+  site: nancy
+  roles:
+    collector: {{nodes: 1, cluster: gros}}
+    exporter: {{nodes: 3, cluster: gros}}
+  walltime: "1:00"
+deploy:
+  method: nxc
+  flavour: g5k-nfs-store
+  binary_cache: {{url: "{CACHE_URL}", public_key: "{CACHE_KEY}"}}
+"""
+
+
+class Bed:
+    def __init__(self, tmp_path: Path) -> None:
+        self.loop = start_nodes(tmp_path / "loop", NAMES)
+        self.runner = SshRunner(self.loop.ssh_config)
+        self.log = tmp_path / "frontend.log"
+        self.workdirs = {node.name: node.workdir for node in self.loop.nodes}
+        for node in self.loop.nodes:
+            # The stand-in kexec -e stops and restarts the node's sshd through this file.
+            (node.workdir / "sshd.pid").write_text(f"{node.pid}\n")
+        self.env = {
+            "PATH": f"{STANDINS}:{os.environ['PATH']}",
+            "STANDIN_LOG": str(self.log),
+            "STANDIN_ROOT": ROOT,
+            "STANDIN_KERNEL": KERNEL,
+            "STANDIN_DOWN": str(DOWN),
+        }
+        record = RunRecord(
+            run_id="exp-test",
+            playbook_path="exp.yaml",
+            playbook={},
+            testbed="grid5000",
+            api_url="",
+            roles={"collector": NAMES[:1], "exporter": NAMES[1:]},
+            deploy=DeployRecord(method="nxc", marker=MARKER),
+        )
+        self.context = DeployContext(
+            record=record,
+            store=RunStore(tmp_path),
+            playbook=parse_playbook(PLAYBOOK),
+            runner=self.runner,
+            api=Api.__new__(Api),  # never called by nxc
+            clock=WallClock(),
+            workdirs={name: str(path) for name, path in self.workdirs.items()},
+        )
+        self.flake = tmp_path / "flake"
+
+    def method(self, **env: str) -> NxcMethod:
+        return NxcMethod(
+            frontend=NAMES[0],
+            runner=self.runner,
+            directory=str(self.flake),
+            env={**self.env, **env},
+            settle_seconds=1.5,
+        )
+
+    def close(self) -> None:
+        self.runner.close()
+        pids = [node.pid for node in self.loop.nodes]
+        for path in self.workdirs.values():
+            # sshds the stand-in kexec restarted.
+            pids += [int(word) for word in (path / "sshd.pid").read_text().split() if word.isdigit()]
+        stop_nodes(pids)
+
+    def kexec_log(self, node: str) -> str:
+        path = self.workdirs[node] / "kexec.log"
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def bed(tmp_path):
+    testbed = Bed(tmp_path)
+    yield testbed
+    testbed.close()
+
+
+def test_standin_plan_fails_fast_listing_missing_paths(bed):
+    missing = "/nix/store/ffffffffffffffffffffffffffffffff-linux-6.12.30-modules"
+    with pytest.raises(G5kError, match="lacks 1 path") as caught:
+        bed.method(STANDIN_MISSING=missing).plan(bed.context, NAMES)
+    assert missing in str(caught.value)
+    commands = bed.log.read_text()
+    # The query came before any substitution or nxc call, and nothing touched a node.
+    assert "path-info" in commands
+    assert " build " not in commands and "nxc" not in commands
+    assert not any(bed.kexec_log(node) for node in NAMES)
+
+
+def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
+    method = bed.method()
+    plan = method.plan(bed.context, NAMES)
+    assert (bed.flake / "flake.nix").is_file() and (bed.flake / "nxc" / "composition.nix").is_file()
+    assert (bed.flake / "g5kdeploy" / "payload").is_dir()
+    assert plan["composition"] == ROOT
+    assert plan["missing_paths"] == []
+    assert plan["closure_nar_size"] == 4096 + 123456789
+    assert plan["toplevels"]["exporter"].endswith("nixos-system-exporter")
+    assert plan["kexec"]["kernel"] == f"{KERNEL}/bzImage"
+    assert "nfs_store=" in plan["kexec"]["append"]
+    commands = bed.log.read_text().splitlines()
+    path_info = next(line for line in commands if "path-info" in line)
+    assert f"--store {CACHE_URL}" in path_info and "narinfo-cache-negative-ttl 0" in path_info
+    build = next(line for line in commands if line.startswith("nix") and " build " in line)
+    assert "--max-jobs 0" in build and f"extra-trusted-public-keys {CACHE_KEY}" in build
+    assert "--no-check-sigs" not in " ".join(commands)
+    assert any(line.startswith("nxc -d . build -f g5k-nfs-store nxc/composition.nix") for line in commands)
+    start = next(line for line in commands if line.startswith("nxc -d . start"))
+    assert "-r collector=1 -r exporter=3" in start and "no-launch" in start
+    assert "-i .g5k-root-key.pub" in start and (bed.flake / ".g5k-root-key.pub").read_text().startswith("ssh-ed25519")
+    assert (bed.flake / ".g5k-machines").read_text().split() == NAMES
+
+    began = time.monotonic()
+    outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
+    elapsed = time.monotonic() - began
+    assert {node: outcome.ok for node, outcome in outcomes.items()} == dict.fromkeys(NAMES, True), outcomes
+    for node in NAMES:
+        loaded = bed.kexec_log(node)
+        assert f"g5k.run={MARKER}" in loaded and "check_kernel_initrd" in loaded
+        assert "down " in loaded, "kexec -e never ran"
+    # One node takes about 1 s (delay) + 2 s (down) + probing; four in series would take over 12 s.
+    assert elapsed < 2 * (1 + DOWN) + 2, elapsed
+    expectation = method.expectation(bed.context)
+    assert expectation.marker and expectation.rebooted
+    assert expectation.toplevel[NAMES[0]].endswith("collector")
+    assert expectation.toplevel[NAMES[3]].endswith("exporter")
+
+
+def test_standin_node_that_never_comes_back_fails_alone(bed):
+    method = bed.method()
+    method.plan(bed.context, NAMES)
+    (bed.workdirs[NAMES[2]] / "never-back").touch()
+    outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 9)
+    assert not outcomes[NAMES[2]].ok
+    assert "no SSH within" in outcomes[NAMES[2]].reason and "after kexec" in outcomes[NAMES[2]].reason
+    assert all(outcomes[node].ok for node in NAMES if node != NAMES[2]), outcomes
+
+
+def test_standin_failed_kexec_load_fails_that_node_with_its_stderr(bed):
+    method = bed.method()
+    method.plan(bed.context, NAMES)
+    (bed.workdirs[NAMES[1]] / "kexec-load-fails").touch()
+    outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
+    assert not outcomes[NAMES[1]].ok
+    assert "kexec -l failed" in outcomes[NAMES[1]].reason
+    assert "Cannot allocate memory" in outcomes[NAMES[1]].reason
+    assert "down " not in bed.kexec_log(NAMES[1]), "a node whose load failed must not be kexec'd"
+    assert all(outcomes[node].ok for node in NAMES if node != NAMES[1]), outcomes
+
+
+def test_g5k_image_is_refused_clearly(bed):
+    text = PLAYBOOK.replace("g5k-nfs-store", "g5k-image")
+    bed.context.playbook = parse_playbook(text)
+    with pytest.raises(G5kError, match="not supported yet, use method kadeploy"):
+        bed.method().plan(bed.context, NAMES)
+
+
+def test_parsers():
+    script = (
+        "#!/usr/bin/env bash\n"
+        '/run/current-system/sw/bin/kexec -l /k/bzImage --initrd=/k/initrd --append="deploy=x console=ttyS0"\n'
+        "kexec -e\n"
+    )
+    assert nix.parse_kexec_script(script) == nix.KexecParams("/k/bzImage", "/k/initrd", "deploy=x console=ttyS0")
+    with pytest.raises(G5kError):
+        nix.parse_kexec_script("kexec -e\n")
+    old = '[{"path": "/nix/store/a", "narSize": 3}, {"path": "/nix/store/b", "valid": false}]'
+    new = '{"/nix/store/a": {"narSize": 3}, "/nix/store/b": null}'
+    assert nix.parse_path_info(old) == nix.parse_path_info(new) == ({"/nix/store/a": 3}, ["/nix/store/b"])
+    with pytest.raises(G5kError, match=r"composition\.nix"):
+        nix.composition_name("test/default.nix")
