@@ -337,9 +337,8 @@ class Playbook(_Strict):
     @model_validator(mode="after")
     def _collector_role_exists(self) -> Playbook:
         if self.collect and self.collect.role not in self.reservation.roles:
-            raise ValueError(
-                f"collect.role: {self.collect.role} is not among reservation.roles ({', '.join(self.reservation.roles)})"
-            )
+            roles = ", ".join(self.reservation.roles)
+            raise ValueError(f"collect.role: {self.collect.role} is not among reservation.roles ({roles})")
         return self
 
     @model_validator(mode="after")

@@ -183,7 +183,8 @@ class RunStore:
     """The runs under one results directory."""
 
     def __init__(self, results_dir: Path) -> None:
-        self.results_dir = results_dir
+        # Absolute: paths in a run reach nodes and daemons whose working directory is not ours.
+        self.results_dir = results_dir.absolute()
 
     def directory(self, run_id: str) -> Path:
         return self.results_dir / run_id

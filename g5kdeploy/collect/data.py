@@ -27,7 +27,7 @@ Bucket = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class BenchResult:
-    """One node's result for one combination (threads × eBPF state × repetition)."""
+    """One node's result for one combination (threads x eBPF state x repetition)."""
 
     path: Path
     node: str

@@ -183,16 +183,10 @@ class KadeployMethod:
 
 
 def _cancel(context: DeployContext, dep: _Running) -> bool:
-    """DELETE the deployment (the API cancels it while processing); never raises: the nodes failed anyway."""
-    api: Any = context.api
+    """Cancel the deployment; never raises: its nodes have failed anyway."""
     try:
-        cancel = getattr(api, "cancel_deployment", None)
-        if cancel is not None:
-            cancel(dep.site, dep.uid)
-        else:
-            # Api has no cancel call yet; python-grid5000's deployments manager has DELETE.
-            api._site(dep.site).deployments.delete(dep.uid)
-    except Exception as exc:  # any failure to cancel is only logged
+        context.api.cancel_deployment(dep.site, dep.uid)
+    except G5kError as exc:
         log.warning("could not cancel the deployment", site=dep.site, uid=dep.uid, error=str(exc))
         return False
     log.info("deployment canceled at the deadline", site=dep.site, uid=dep.uid)

@@ -39,7 +39,8 @@ def probe_script(expectation: Expectation) -> str:
         'echo "boot_id=$(cat "$P/sys/kernel/random/boot_id")"',
         'echo "cmdline=$(cat "$P/cmdline")"',
         'echo "kernel=$(cat "$P/sys/kernel/osrelease")"',
-        'echo "system=$(readlink -f "${G5K_CURRENT_SYSTEM:-/run/current-system}" 2>/dev/null)"',
+        'CS="${G5K_CURRENT_SYSTEM:-/run/current-system}"',
+        'if [ -e "$CS" ]; then echo "system=$(readlink -f "$CS")"; fi',
     ]
     if expectation.kernel_options:
         pattern = "|".join(sorted(kernel_options()))

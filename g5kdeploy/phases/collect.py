@@ -166,7 +166,7 @@ def _remove_remote_snapshot(
 FACTS_SCRIPT = r"""
 echo "kernel=$(uname -r)"
 if [ -r /proc/config.gz ]; then echo "config_sha256=$(zcat /proc/config.gz | sha256sum | cut -d' ' -f1)"; fi
-echo "system=$(readlink -f /run/current-system 2>/dev/null)"
+if [ -e /run/current-system ]; then echo "system=$(readlink -f /run/current-system)"; fi
 echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "cpus=$(grep -c ^processor /proc/cpuinfo)"
 echo "memory_kib=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
@@ -220,8 +220,10 @@ def _exports(
         raise CollectError(f"no known_hosts recorded for {record.run_id}", hint=f"g5k reserve --run {record.run_id}")
     connection = connect(endpoint.node, Path(ssh_config), known_hosts=Path(known_hosts))
     try:
-        with forward_local(connection, endpoint.port, remote_host=endpoint.address) as local_port:
-            client = PrometheusClient(f"http://127.0.0.1:{local_port}")
+        with (
+            forward_local(connection, endpoint.port, remote_host=endpoint.address) as local_port,
+            PrometheusClient(f"http://127.0.0.1:{local_port}") as client,
+        ):
             for name, expr in collect.queries.items():
                 series = client.query_range(expr, start, end, collect.step)
                 path = out_dir / f"{name}.csv"

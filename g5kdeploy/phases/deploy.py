@@ -16,6 +16,8 @@ from typing import Any
 
 from g5kdeploy.deploy.artifacts import ArtifactsMethod
 from g5kdeploy.deploy.base import DeployContext, DeployMethod
+from g5kdeploy.deploy.kadeploy import KadeployMethod
+from g5kdeploy.deploy.nxc import NxcMethod
 from g5kdeploy.deploy.verify import boot_ids, verify
 from g5kdeploy.errors import ConfigError, DeployError
 from g5kdeploy.log import get_logger
@@ -43,12 +45,8 @@ def method_for(deploy: Deploy, context: DeployContext) -> DeployMethod:
         case "artifacts":
             return ArtifactsMethod()
         case "kadeploy":
-            from g5kdeploy.deploy.kadeploy import KadeployMethod
-
             return KadeployMethod.for_context(context)
         case "nxc":
-            from g5kdeploy.deploy.nxc import NxcMethod
-
             return NxcMethod.for_context(context)
     raise ConfigError(f"deploy.method: unknown method {deploy.method!r}")
 

@@ -29,14 +29,14 @@ def connect(
     config = fabric.Config(runtime_ssh_path=str(ssh_config))
     connection = fabric.Connection(host, config=config, gateway=gateway, connect_timeout=CONNECT_TIMEOUT)
     connection.connect_kwargs.update({"look_for_keys": False, "allow_agent": False})
-    connection.client.load_host_keys(str(known_hosts))
     connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
+        connection.client.load_host_keys(str(known_hosts))
         # Members racing to open a shared, unopened gateway hang or fail (fabric issue #2065).
         if gateway is not None and not gateway.is_connected:
             gateway.open()
         connection.open()
-    except (paramiko.SSHException, OSError) as error:
+    except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, OSError) as error:
         connection.close()
         raise RemoteError(
             f"cannot connect to {host}: {error or type(error).__name__}",

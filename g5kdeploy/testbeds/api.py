@@ -206,3 +206,7 @@ class Api:
     def node_reference(self, site: str, cluster: str, uid: str) -> dict[str, Any]:
         """A node's description in the reference API (hardware, as g5k-checks verified it)."""
         return self._retrying(f"reference of {uid}", lambda: self._site(site).clusters[cluster].nodes[uid].to_dict())
+
+    def cancel_deployment(self, site: str, uid: str) -> None:
+        """Cancel a deployment still processing (the API answers 202 and marks it canceled)."""
+        self._retrying(f"cancel deployment {site}/{uid}", lambda: self._site(site).deployments.delete(uid))

@@ -95,6 +95,6 @@ def root_key_command(key: str, walltime: int) -> str:
     append = "sudo-g5k sh -c 'mkdir -p /root/.ssh && cat >> /root/.ssh/authorized_keys'"
     return (
         f'for node in $(sort -u "$OAR_NODEFILE"); do '
-        f"echo {shlex.quote(key)} | ssh -o BatchMode=yes \"$node\" {shlex.quote(append)}; "
+        f'echo {shlex.quote(key)} | ssh -o BatchMode=yes "$node" {shlex.quote(append)}; '
         f"done; sleep {walltime}"
     )

@@ -88,6 +88,7 @@ class Bed:
             directory=str(self.flake),
             env={**self.env, **env},
             settle_seconds=1.5,
+            public_key_text="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIStandinKey test@standin",
         )
 
     def close(self) -> None:
