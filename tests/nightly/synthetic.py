@@ -1,0 +1,179 @@
+"""Synthetic histories written as real run directories: ``run.json`` through ``RunStore``/``RunRecord``, bench
+result files shaped like the ones the bench phase writes (with repetitions and two nodes), node facts as
+collect writes them and the override counter's CSV export, so ``load_history`` reads what it reads in
+production."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from g5kdeploy.results import DeployRecord, JobEntry, NodeDeployState, PhaseRecord, RunRecord, RunStore
+
+PLAYBOOK = "statx"
+START = datetime(2026, 11, 1, 22, 0, tzinfo=UTC)
+CONFIG_A = "a" * 64
+CONFIG_B = "b" * 64
+#: Levels before any scaling: p50 and p99 in ns, calls/s, overrides per run.
+BASE = {"p50_ns": 1500.0, "p99_ns": 2400.0, "calls_per_s": 600_000.0, "override_total": 400_000.0}
+
+
+def base_level(metric: str, threads: int, ebpf: str) -> float:
+    """Combinations differ in level, as on a real node, so a mix-up between them would show."""
+    if metric == "override_total":
+        return BASE[metric]
+    if metric == "calls_per_s":
+        return BASE[metric] * threads * (0.8 if ebpf == "on" else 1.0)
+    return BASE[metric] * (1 + 0.15 * (threads - 1)) * (1.3 if ebpf == "on" else 1.0)
+
+
+def write_run(
+    store: RunStore,
+    number: int,
+    *,
+    rng: np.random.Generator,
+    noise: float = 0.02,
+    scale: Mapping[tuple[str, int, str] | str, float] | None = None,
+    cluster: str = "gros",
+    config: str | None = CONFIG_A,
+    threads: Sequence[int] = (1, 2),
+    ebpf: Sequence[str] = ("off", "on"),
+    repetitions: int = 3,
+    nodes: int = 2,
+    bench_state: str | None = "done",
+    override: bool = True,
+    playbook: str = PLAYBOOK,
+    results: bool = True,
+) -> str:
+    """Run number ``number`` (1-based; one per night) and its id.
+
+    ``scale`` multiplies a level: by metric (``"p50_ns"``) or by (metric, threads, ebpf). Every value is drawn
+    with ``noise`` relative gaussian noise, independently per node and repetition.
+    """
+    factors = scale or {}
+    created = START + timedelta(days=number - 1)
+    run_id = f"{playbook}-{created:%Y%m%dT%H%M%S}-r{number:03d}"
+    names = [f"{cluster}-{index}.nancy.grid5000.fr" for index in range(2, 2 + nodes)]
+    collector = f"{cluster}-1.nancy.grid5000.fr"
+    phases = {"reserve": PhaseRecord(state="done", started_at=_at(created, 0), finished_at=_at(created, 60))}
+    if bench_state is not None:
+        phases["deploy"] = PhaseRecord(state="done", started_at=_at(created, 60), finished_at=_at(created, 600))
+        phases["bench"] = PhaseRecord(
+            state=bench_state,  # type: ignore[arg-type]
+            started_at=_at(created, 600),
+            finished_at=None if bench_state == "running" else _at(created, 900),
+            error="node gros-2 unreachable" if bench_state == "failed" else None,
+        )
+    record = RunRecord(
+        run_id=run_id,
+        created_at=_at(created, 0),
+        playbook_path="playbooks/statx.yaml",
+        playbook={"version": 1, "name": playbook, "testbed": "grid5000",
+                  "bench": {"roles": ["exporter"], "threads": list(threads), "repetitions": repetitions,
+                            "ebpf": list(ebpf)}},
+        testbed="grid5000",
+        api_url="https://api.grid5000.fr/stable",
+        phases=phases,
+        jobs=[JobEntry(site="nancy", name=run_id, resources=f"{{cluster='{cluster}'}}/nodes={nodes + 1}",
+                       walltime=3600, uid=1_000_000 + number, state="terminated", nodes=[collector, *names])],
+        roles={"collector": [collector], "exporter": names},
+        deploy=DeployRecord(method="kadeploy", marker=f"m{number:05d}", nodes={
+            node: NodeDeployState(state="verified", attempts=1, facts={"kernel": "6.1.0-statx"})
+            for node in [collector, *names]}),
+    )  # fmt: skip
+    store.create(record)
+    run_dir = store.directory(run_id)
+    if bench_state is None or not results:
+        return run_id
+
+    def value(metric: str, count: int, state: str) -> float:
+        level = base_level(metric, count, state) * factors.get(metric, 1.0) * factors.get((metric, count, state), 1.0)
+        return float(level * (1 + noise * rng.standard_normal()))
+
+    for repetition in range(1, repetitions + 1):
+        for state in ebpf:
+            for count in threads:
+                key = f"threads-{count}_ebpf-{state}_rep-{repetition}"
+                for node in names:
+                    document = _result(run_id, node, count, state, repetition, key, value)
+                    path = run_dir / "bench" / key / f"{node}.json"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(document, indent=1) + "\n")
+    (run_dir / "bench" / "sweep.json").write_text(json.dumps({"pairs": {}}) + "\n")
+    for node in [collector, *names]:
+        facts = {"node": node, "kernel": "6.1.0-statx", "config_sha256": config, "reachable": True,
+                 "reference": {"uid": node.split(".")[0], "type": "node"}}  # fmt: skip
+        if config is None:
+            del facts["config_sha256"]
+        (run_dir / "nodes").mkdir(exist_ok=True)
+        (run_dir / "nodes" / f"{node}.json").write_text(json.dumps(facts, indent=1) + "\n")
+    if override:
+        _override_csv(run_dir, created, names, [value("override_total", 1, "on") / len(names) for _ in names])
+    return run_id
+
+
+def _result(run_id: str, node: str, threads: int, ebpf: str, repetition: int, key: str, value) -> dict:
+    p50, p99, rate = value("p50_ns", threads, ebpf), value("p99_ns", threads, ebpf), value("calls_per_s", threads, ebpf)
+    calls = 200_000 * threads
+    return {
+        "run_id": run_id,
+        "node": node,
+        "combination": {"threads": threads, "ebpf": ebpf, "repetition": repetition, "key": key},
+        "paths": ["/etc/hostname"],
+        "duration_s": calls / rate + 0.05,
+        "finished_at": "2026-11-27T16:55:26Z",
+        "result": {
+            "tool": "statx-bench", "version": 1,
+            "config": {"paths": ["/etc/hostname"], "iterations": 200000, "threads": threads, "warmup": 1000},
+            "calls": calls, "duration_s": calls / rate, "calls_per_s": rate,
+            "latency_ns": {"min": p50 * 0.7, "mean": p50 * 1.1, "p50": p50, "p90": (p50 + p99) / 2, "p99": p99,
+                           "p999": p99 * 10, "max": p99 * 900},
+            "histogram": {"sub_bucket_bits": 5, "buckets": [{"lo_ns": int(p50 * 0.9), "hi_ns": int(p50 * 1.1) + 1,
+                                                             "count": calls}]},
+            "errors": {}, "errors_total": 0,
+        },
+    }  # fmt: skip
+
+
+def _override_csv(run_dir: Path, created: datetime, nodes: Sequence[str], totals: Sequence[float]) -> None:
+    """Long format as ``tools.prometheus.write_csv`` writes it: counters rising to their final total."""
+    lines = ["timestamp,value,instance,job,node,outcome"]
+    start = created.timestamp() + 600
+    for node, total in zip(nodes, totals, strict=True):
+        for step, share in enumerate((0.0, 0.5, 1.0)):
+            lines.append(f"{start + step:.3f},{total * share},{node}:9435,ebpf,{node},overridden")
+            lines.append(f"{start + step:.3f},{7 * step},{node}:9435,ebpf,{node},passed")
+    (run_dir / "exports").mkdir(exist_ok=True)
+    (run_dir / "exports" / "statx_override.csv").write_text("\n".join(lines) + "\n")
+
+
+def _at(moment: datetime, seconds: int) -> str:
+    return (moment + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_history(
+    root: Path,
+    runs: int,
+    *,
+    seed: int,
+    scale_from: Mapping[int, Mapping[tuple[str, int, str] | str, float]] | None = None,
+    cluster_from: Mapping[int, str] | None = None,
+    config_from: Mapping[int, str | None] | None = None,
+    **options: object,
+) -> list[str]:
+    """``runs`` runs; ``scale_from``/``cluster_from``/``config_from`` map a run number to what holds from it on."""
+    store = RunStore(root)
+    rng = np.random.default_rng(seed)
+    ids: list[str] = []
+    scale: Mapping[tuple[str, int, str] | str, float] = {}
+    cluster, config = "gros", CONFIG_A
+    for number in range(1, runs + 1):
+        scale = (scale_from or {}).get(number, scale)
+        cluster = (cluster_from or {}).get(number, cluster)
+        config = (config_from or {}).get(number, config)
+        ids.append(write_run(store, number, rng=rng, scale=scale, cluster=cluster, config=config, **options))  # type: ignore[arg-type]
+    return ids
