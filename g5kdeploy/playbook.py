@@ -306,6 +306,39 @@ class Collect(_Strict):
         return value
 
 
+NightlyMetric = Literal["p50_ns", "p99_ns", "calls_per_s", "override_total"]
+
+
+class Nightly(_Strict):
+    """Every night: when to start, for how long, what to track and what to do on a regression."""
+
+    start: str = "19:05"
+    walltime: str | None = None
+    keep: Annotated[int, Field(gt=0, le=10_000)] = 60
+    metrics: Annotated[list[NightlyMetric], Field(min_length=1)] = ["p50_ns", "p99_ns", "calls_per_s"]
+    threshold: Annotated[float, Field(gt=0, lt=10)] = 0.05
+    on_regression: str | None = None
+
+    @field_validator("start")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not re.match(r"^([01]?\d|2[0-3]):[0-5]\d$", value):
+            raise ValueError(f"{value!r}: a time of day, HH:MM in Europe/Paris (e.g. 19:05)")
+        return value
+
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _hours(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("walltime")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 class Ssh(_Strict):
     """How to reach Grid'5000 nodes; the local testbed makes its own keys."""
 
@@ -321,6 +354,7 @@ class Playbook(_Strict):
     deploy: Deploy | None = None
     bench: Bench | None = None
     collect: Collect | None = None
+    nightly: Nightly | None = None
 
     @model_validator(mode="after")
     def _deploy_fits_testbed(self) -> Playbook:

@@ -158,6 +158,8 @@ class RunRecord(BaseModel):
     ebpf_toggle: dict[str, str] | None = None
     #: How the bench phase starts statx-bench on a node once a deploy put it there (else it pushes its own).
     bench_binary: str | None = None
+    #: For nightly runs: the start of the night's window (local testbed: the date), naming that night's run.
+    nightly_slot: str | None = None
     #: The collect phase's progress: snapshot name, fetched tarball and its sha256, removal on the node.
     collected: dict[str, Any] = {}
     released_at: str | None = None

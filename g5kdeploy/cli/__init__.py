@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from g5kdeploy import __version__
-from g5kdeploy.cli import bench, collect, deploy, jobs, run, sim
+from g5kdeploy.cli import bench, collect, deploy, jobs, nightly, run, sim
 from g5kdeploy.cli.common import Settings
 from g5kdeploy.log import configure
 
@@ -24,6 +24,7 @@ jobs.register(app)
 deploy.register(app)
 bench.register(app)
 collect.register(app)
+nightly.register(app)
 app.add_typer(sim.app, name="sim", help="A local Grid'5000 API simulator.")
 
 

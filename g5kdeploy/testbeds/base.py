@@ -31,6 +31,7 @@ class PrometheusEndpoint:
 
 class Testbed(Protocol):
     clock: Clock
+    usage_policy: bool
 
     def preflight(self, playbook: Playbook) -> None:
         """Fail now, before any job exists, on what would make the nodes unusable later (keys, sshd)."""

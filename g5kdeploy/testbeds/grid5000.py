@@ -20,6 +20,9 @@ NIXOS_PROMETHEUS_DATA = "/var/lib/prometheus2/data"
 
 
 class Grid5000Testbed:
+    #: Grid'5000's usage policy applies: long automated runs belong to nights and weekends.
+    usage_policy = True
+
     def __init__(self, *, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
         self._env = env
         self.clock: Clock = clock or WallClock()

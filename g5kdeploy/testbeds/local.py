@@ -29,6 +29,9 @@ STARTUP_TIMEOUT = 30.0
 
 
 class LocalTestbed:
+    #: Nobody else uses the local testbed: no day/night policy.
+    usage_policy = False
+
     def __init__(self, *, clock: Clock | None = None) -> None:
         # The simulator runs at speed 1 from the wall clock, so both agree on the time.
         self.clock: Clock = clock or WallClock()
