@@ -1,8 +1,8 @@
 """Nightly runs: book tonight's policy-legal slot, run the pipeline in it, then look for regressions.
 
-A night is identified by the start of its non-working window, recorded in the run, so a second ``g5k nightly run`` the same
-night attaches to that run instead of booking again. The history check compares only runs of the same
-playbook on the same hardware and kernel configuration.
+A night is identified by the start of its non-working window, recorded in the run, so a second
+``g5k nightly run`` the same night attaches to that run instead of booking again. The history check compares
+only runs of the same playbook on the same hardware and kernel configuration.
 """
 
 from __future__ import annotations
