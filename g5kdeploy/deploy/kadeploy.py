@@ -56,10 +56,18 @@ class KadeployMethod:
     ebpf_toggle: dict[str, str] | None = NIXOS_EBPF_TOGGLE
 
     def __init__(
-        self, *, public_key_text: str | None = None, home: Path | None = None, poll_seconds: float = POLL_SECONDS
+        self,
+        *,
+        public_key_text: str | None = None,
+        home: Path | None = None,
+        poll_seconds: float = POLL_SECONDS,
+        environment: str | None = None,
     ) -> None:
         # The key text may be injected (tests, or a caller that already read it); otherwise it is the user's.
         self._key = public_key_text
+        # An environment URL made by the caller (nxc's g5k-image flavour publishes its own) overrides the
+        # playbook's deploy.environment.
+        self._environment_url = environment
         self._home = home
         self.poll_seconds = poll_seconds
 
@@ -119,8 +127,9 @@ class KadeployMethod:
 
     # Helpers -------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _environment(context: DeployContext) -> str:
+    def _environment(self, context: DeployContext) -> str:
+        if self._environment_url:
+            return self._environment_url
         deploy = context.playbook.deploy
         if deploy is None or not deploy.environment:
             raise ConfigError("deploy.environment: kadeploy needs the image's environment description (an http URL)")

@@ -7,6 +7,7 @@ built by the ``*_command`` functions so that the plan and the tests can show the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -14,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+
+import yaml
 
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.remote import CommandResult, SshRunner
@@ -297,3 +300,152 @@ def _kexec_load_args(words: list[str], line: str) -> KexecParams:
     if not kernel or not initrd or append is None:
         raise G5kError(f"cannot read kernel, initrd and command line from nxc's kexec line: {line.strip()}")
     return KexecParams(kernel=kernel, initrd=initrd, append=append)
+
+
+# (g) the g5k-image flavour: the image and its Kadeploy environment description, published under ~/public ------
+
+IMAGE_FLAVOUR = "g5k-image"
+IMAGE_NAME = "nixos.tar.xz"
+DESCRIPTION_NAME = "nixos.yaml"
+#: Where published images go, under the user's home on the frontend; served as http://public.<site>/~<login>/.
+PUBLIC_DIR = "public/g5kdeploy"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SEPARATOR = "----- g5kdeploy: environment description -----"
+
+
+@dataclass(frozen=True)
+class PublishedImage:
+    """The image copied under ~/public and the environment description pointing at it."""
+
+    source: str
+    path: str
+    url: str
+    sha256: str
+    description_path: str
+    description_url: str
+    description_sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "source": self.source,
+            "path": self.path,
+            "url": self.url,
+            "sha256": self.sha256,
+            "description_path": self.description_path,
+            "description_url": self.description_url,
+            "description_sha256": self.description_sha256,
+        }
+
+
+def image_description_path(composition: str = "composition") -> str:
+    """The Kadeploy environment description nxc writes for g5k-image."""
+    return f"artifact/{composition}/{IMAGE_FLAVOUR}/{DESCRIPTION_NAME}"
+
+
+def image_source(compose_info: dict[str, Any], composition: str = "composition") -> str:
+    """The image tarball: compose-info's ``all.image`` (a store path), else the artifact directory's copy."""
+    image = (compose_info.get("all") or {}).get("image") if isinstance(compose_info, dict) else None
+    if isinstance(image, str) and image:
+        return image
+    return f"artifact/{composition}/{IMAGE_FLAVOUR}/{IMAGE_NAME}"
+
+
+def public_url(site: str, login: str, relative: str) -> str:
+    """``~/<relative>`` (a path under ``public/``) as the site's public web server serves it: ``~/public/x`` is
+    ``http://public.<site>.grid5000.fr/~<login>/x``."""
+    if not relative.startswith("public/"):
+        raise ValueError(f"{relative!r} is not under ~/public")
+    return f"http://public.{site}.grid5000.fr/~{login}/{relative.removeprefix('public/')}"
+
+
+def public_run_dir(run_id: str) -> str:
+    """``public/g5kdeploy/<run_id>``, relative to the home directory; the run id must be a plain name."""
+    if not _SAFE_NAME.fullmatch(run_id):
+        raise ConfigError(f"run id {run_id!r} cannot name a directory under ~/public")
+    return f"{PUBLIC_DIR}/{run_id}"
+
+
+def publish_image_command(source: str, directory: str, description: str) -> str:
+    """Copy the image to ``~/<directory>/nixos.tar.xz`` (world-readable), print both sha256 sums, then
+    nxc's environment description. A store path is also looked for in the user's own stores (nxc's
+    ``realpath_from_store``: Nix runs from the home on Grid'5000)."""
+    home_dir = remote_path(f"~/{directory}")
+    target = f"{home_dir}/{IMAGE_NAME}"
+    candidates = [shlex.quote(source)]
+    if source.startswith("/nix/store/"):
+        rest = shlex.quote(source.removeprefix("/nix/store/"))
+        candidates += [f"~/.local/share/nix/root/nix/store/{rest}", f"~/.nix/store/{rest}"]
+    return (
+        "set -e; src=; "
+        f'for p in {" ".join(candidates)}; do if [ -f "$p" ]; then src=$p; break; fi; done; '
+        f'if [ -z "$src" ]; then echo {shlex.quote(f"image {source} not found")} >&2; exit 1; fi; '
+        f"mkdir -p {home_dir} && chmod 755 ~/public ~/{PUBLIC_DIR} {home_dir}; "
+        f'cp -L "$src" {target}.part && chmod 644 {target}.part && mv -f {target}.part {target}; '
+        f'echo "$src"; sha256sum "$src" {target}; '
+        f"echo {shlex.quote(_SEPARATOR)}; cat {shlex.quote(description)}"
+    )
+
+
+def rewrite_description(text: str, image_url: str) -> str:
+    """nxc's environment description with ``image.file`` pointing at ``image_url``; the rest (kernel,
+    initrd, the ``deploy=`` kernel parameter) is kept as it is."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise G5kError(f"nxc's environment description is not YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("image"), dict):
+        raise G5kError("nxc's environment description has no image section", hint=text[:500])
+    data["image"]["file"] = image_url
+    rewritten: str = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16)
+    return rewritten
+
+
+def publish_image(
+    frontend: Frontend,
+    compose_info: dict[str, Any],
+    *,
+    run_id: str,
+    site: str,
+    login: str,
+    timeout: float,
+    composition: str = "composition",
+) -> PublishedImage:
+    """Publish the image and its environment description under ``~/public/g5kdeploy/<run_id>/``; both are
+    checked by sha256 on the frontend (the copy against its source, the description against what was sent)."""
+    directory = public_run_dir(run_id)
+    source = image_source(compose_info, composition)
+    result = frontend.run(
+        publish_image_command(source, directory, image_description_path(composition)),
+        timeout=timeout,
+        what="publishing the g5k-image under ~/public",
+    )
+    head, sep, description = result.stdout.partition(_SEPARATOR + "\n")
+    lines = head.strip().splitlines()
+    if not sep or len(lines) != 3:
+        raise G5kError(f"unexpected output while publishing the image: {result.stdout[:300]!r}")
+    found = lines[0]
+    sums = [line.split()[0] for line in lines[1:]]
+    if sums[0] != sums[1] or not re.fullmatch(r"[0-9a-f]{64}", sums[0]):
+        raise G5kError(f"the published image's sha256 {sums[1]} differs from its source's {sums[0]} ({found})")
+    image_url = public_url(site, login, f"{directory}/{IMAGE_NAME}")
+    text = rewrite_description(description, image_url)
+    description_home = remote_path(f"~/{directory}/{DESCRIPTION_NAME}")
+    written = frontend.run(
+        f"printf %s {shlex.quote(text)} > {description_home}.part && chmod 644 {description_home}.part && "
+        f"mv -f {description_home}.part {description_home} && sha256sum {description_home}",
+        timeout=timeout,
+        what="writing the environment description under ~/public",
+    )
+    expected = hashlib.sha256(text.encode()).hexdigest()
+    got = written.stdout.split()[0] if written.stdout.split() else ""
+    if got != expected:
+        raise G5kError(f"the published environment description's sha256 is {got or 'missing'}, not {expected}")
+    return PublishedImage(
+        source=found,
+        path=f"~/{directory}/{IMAGE_NAME}",
+        url=image_url,
+        sha256=sums[0],
+        description_path=f"~/{directory}/{DESCRIPTION_NAME}",
+        description_url=public_url(site, login, f"{directory}/{DESCRIPTION_NAME}"),
+        description_sha256=expected,
+    )

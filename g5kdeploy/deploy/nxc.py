@@ -1,10 +1,16 @@
-"""NixOS-Compose kexec flavours, with our own boot: every node at once, every exit code checked.
+"""NixOS-Compose: the kexec flavours with our own boot, every node at once, every exit code checked; and the
+g5k-image flavour, whose image Kadeploy installs.
 
 ``plan`` works on the frontend only: it pushes the flake, asks the binary cache for the whole closure in one
 query (and fails fast on any missing path), substitutes it into the user's store, runs ``nxc build`` and lets
 ``nxc start --start-option no-launch`` write its kexec script, whose kernel, initrd and command line ``boot``
 uses verbatim. ``boot`` then loads the kernel on every node in parallel (checking ``kexec -l``), starts
 ``kexec -e`` detached so the SSH session ends cleanly, and waits, with a deadline, for SSH to answer again.
+
+For ``g5k-image``, ``plan`` does the same push, eval, cache check and substitution, runs ``nxc build -f
+g5k-image`` and publishes the image and nxc's Kadeploy environment description (its image URL rewritten) under
+``~/public/g5kdeploy/<run_id>/`` on the frontend, both checked by sha256; ``boot`` is ``KadeployMethod`` with
+that description's public URL (a deploy job; the orchestration retries KO nodes).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 from g5kdeploy.credentials import inside_grid5000
 from g5kdeploy.deploy import nix
 from g5kdeploy.deploy.base import NIXOS_EBPF_TOGGLE, BootOutcome, DeployContext, Expectation
-from g5kdeploy.deploy.kadeploy import site_of
+from g5kdeploy.deploy.kadeploy import KadeployMethod, site_of
 from g5kdeploy.deploy.nix import BinaryCacheRef, Frontend, KexecParams
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.log import get_logger
@@ -72,6 +78,7 @@ class NxcMethod:
         self.repo = repo
         self._kexec: KexecParams | None = None
         self._toplevels: dict[str, str] = {}
+        self._environment: str | None = None
 
     @classmethod
     def for_context(cls, context: DeployContext) -> NxcMethod:
@@ -128,22 +135,34 @@ class NxcMethod:
         started = time.monotonic()
         info = nix.nxc_build(self.frontend, deploy.flavour, composition, cache, timeout=budget)
         self._toplevels = nix.role_toplevels(info)
+        if deploy.flavour == nix.IMAGE_FLAVOUR:
+            steps["nxc"] = time.monotonic() - started
+            started = time.monotonic()
+            image = nix.publish_image(
+                self.frontend,
+                info,
+                run_id=context.record.run_id,
+                site=site_of(nodes[0] if nodes else self._any_node(context)),
+                login=context.api.user or getpass.getuser(),
+                timeout=budget,
+            )
+            steps["publish"] = time.monotonic() - started
+            self._environment = image.description_url
+            log.info("g5k-image published", url=image.url, sha256=image.sha256)
+            return {
+                **self._plan_common(context, deploy, nodes, root, report),
+                "image": image.to_dict(),
+                "environment": image.description_url,
+                "deadlines": {"deploy_timeout": deploy.timeout, "poll_seconds": KadeployMethod().poll_seconds},
+                "plan_seconds": {step: round(seconds, 1) for step, seconds in steps.items()},
+            }
         machines, counts = self._machines(context, nodes)
         self._kexec = nix.nxc_prepare_kexec(
             self.frontend, deploy.flavour, machines, counts, identity=self.identity, timeout=budget
         )
         steps["nxc"] = time.monotonic() - started
         return {
-            "method": self.name,
-            "flavour": deploy.flavour,
-            "frontend": self.frontend.host,
-            "nodes": list(nodes),
-            "roles": {role: [n for n in members if n in nodes] for role, members in context.record.roles.items()},
-            "composition": root,
-            "toplevels": dict(self._toplevels),
-            "closure_paths": len(report.present),
-            "closure_nar_size": report.nar_size,
-            "missing_paths": report.missing,
+            **self._plan_common(context, deploy, nodes, root, report),
             "kexec": self._kexec.to_dict(),
             "deadlines": {
                 "deploy_timeout": deploy.timeout,
@@ -154,6 +173,11 @@ class NxcMethod:
         }
 
     def boot(self, context: DeployContext, nodes: list[str], *, deadline: float) -> dict[str, BootOutcome]:
+        if self._deploy(context).flavour == nix.IMAGE_FLAVOUR:
+            # The image is Kadeploy's to install: the same REST deployments as method kadeploy, with our URL.
+            environment = self._image_environment(context)
+            kadeploy = KadeployMethod(public_key_text=self.public_key_text, environment=environment)
+            return kadeploy.boot(context, nodes, deadline=deadline)
         params = self._kexec_params(context)
         marker = context.record.deploy.marker if context.record.deploy else None
         if not marker:
@@ -191,7 +215,9 @@ class NxcMethod:
             if role in toplevels
             for node in members
         }
-        return Expectation(rebooted=True, marker=True, kernel_options=True, toplevel=per_node, exporter=True)
+        # A Kadeploy image's kernel command line is fixed by its environment description: no marker on it.
+        marker = self._deploy(context).flavour != nix.IMAGE_FLAVOUR
+        return Expectation(rebooted=True, marker=marker, kernel_options=True, toplevel=per_node, exporter=True)
 
     # Helpers -------------------------------------------------------------------------------------------
 
@@ -199,12 +225,41 @@ class NxcMethod:
         deploy = context.playbook.deploy
         if deploy is None or deploy.method != "nxc":
             raise ConfigError("the nxc method needs a deploy section with method: nxc")
-        if deploy.flavour not in KEXEC_FLAVOURS:
-            raise G5kError(
-                f"nxc flavour {deploy.flavour} is not supported yet, use method kadeploy with the image URL",
-                hint="build the image with nxc build -f g5k-image and give its environment description's URL",
-            )
+        if deploy.flavour not in (*KEXEC_FLAVOURS, nix.IMAGE_FLAVOUR):
+            raise ConfigError(f"nxc flavour {deploy.flavour} is not supported")
         return deploy
+
+    def _plan_common(
+        self, context: DeployContext, deploy: Deploy, nodes: list[str], root: str, report: nix.CacheReport
+    ) -> dict[str, Any]:
+        return {
+            "method": self.name,
+            "flavour": deploy.flavour,
+            "frontend": self.frontend.host,
+            "nodes": list(nodes),
+            "roles": {role: [n for n in members if n in nodes] for role, members in context.record.roles.items()},
+            "composition": root,
+            "toplevels": dict(self._toplevels),
+            "closure_paths": len(report.present),
+            "closure_nar_size": report.nar_size,
+            "missing_paths": report.missing,
+        }
+
+    @staticmethod
+    def _any_node(context: DeployContext) -> str:
+        for members in context.record.roles.values():
+            if members:
+                return members[0]
+        raise ConfigError("the run has no nodes to deploy")
+
+    def _image_environment(self, context: DeployContext) -> str:
+        if self._environment is not None:
+            return self._environment
+        saved = (context.record.deploy.plan if context.record.deploy else {}).get("environment")
+        if not saved:
+            raise G5kError("no published g5k-image environment: plan the deploy first")
+        self._environment = str(saved)
+        return self._environment
 
     @staticmethod
     def _cache(deploy: Deploy) -> BinaryCacheRef:

@@ -184,13 +184,6 @@ def test_standin_failed_kexec_load_fails_that_node_with_its_stderr(bed):
     assert all(outcomes[node].ok for node in NAMES if node != NAMES[1]), outcomes
 
 
-def test_g5k_image_is_refused_clearly(bed):
-    text = PLAYBOOK.replace("g5k-nfs-store", "g5k-image")
-    bed.context.playbook = parse_playbook(text)
-    with pytest.raises(G5kError, match="not supported yet, use method kadeploy"):
-        bed.method().plan(bed.context, NAMES)
-
-
 def test_parsers():
     script = (
         "#!/usr/bin/env bash\n"
