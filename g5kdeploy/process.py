@@ -72,12 +72,23 @@ def stop_pid(pid: int, *, expect: str, timeout: float = 10.0) -> bool:
     if not is_running(pid, expect=expect):
         return False
     os.kill(pid, signal.SIGTERM)
+    wait_gone(pid, timeout=timeout)
+    return True
+
+
+def wait_gone(pid: int, *, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` (already told to stop) has exited, SIGKILL it after ``timeout``.
+
+    An exiting process may already show an empty command line, so this checks only that it exists.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
         if not is_running(pid):
-            return True
+            return
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    _reap(pid)
-    return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while is_running(pid) and time.monotonic() < deadline + 5:
+        _reap(pid)
+        time.sleep(0.05)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from g5kdeploy.errors import DeadlineExceeded, TestbedError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import is_running, spawn_daemon, stop_pid
+from g5kdeploy.process import is_running, spawn_daemon, wait_gone
 
 log = get_logger(__name__)
 
@@ -119,7 +119,7 @@ def stop_nodes(pids: Iterable[int], *, timeout: float = 10.0) -> None:
             _kill_session(child)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-        stop_pid(pid, expect=SSHD_MARK, timeout=timeout)
+        wait_gone(pid, timeout=timeout)
 
 
 def node_is_up(node: LoopbackNode) -> bool:
