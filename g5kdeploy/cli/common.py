@@ -13,9 +13,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from g5kdeploy.errors import G5kError
+from g5kdeploy.credentials import resolve_endpoint
+from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.log import redact
-from g5kdeploy.results import RunStore
+from g5kdeploy.phases.reserve import create_run
+from g5kdeploy.playbook import Playbook, load_playbook
+from g5kdeploy.results import RunRecord, RunStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +41,25 @@ class Settings:
 def settings(ctx: typer.Context) -> Settings:
     found = ctx.find_object(Settings)
     return found if found is not None else Settings()
+
+
+def api_url_for(book: Playbook) -> str:
+    """The API a new run will use; resolving it checks the credentials before anything is created."""
+    # The local testbed's simulator is started with the run; its URL is recorded once it is up.
+    return "local simulator" if book.testbed == "local" else resolve_endpoint().url
+
+
+def start_or_resume(state: Settings, playbook: Path | None, run: str | None, *, option: str) -> RunRecord:
+    """The run named by ``option`` (``--run``/``--resume``), or a new one for ``playbook``; exactly one of them."""
+    if (playbook is None) == (run is None):
+        raise ConfigError(f"give a PLAYBOOK to start a run, or {option} RUN to resume one (not both)")
+    if run is not None:
+        return state.store.load(run)
+    assert playbook is not None
+    book = load_playbook(playbook)
+    record = create_run(state.store, book, playbook, api_url=api_url_for(book))
+    state.err.print(f"run [bold]{record.run_id}[/] in {state.store.directory(record.run_id)}", highlight=False)
+    return record
 
 
 def print_json(value: Any) -> None:

@@ -9,12 +9,10 @@ import typer
 from rich.status import Status
 from rich.table import Table
 
-from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings
-from g5kdeploy.credentials import resolve_endpoint
+from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings, start_or_resume
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.phases.release import release
-from g5kdeploy.phases.reserve import create_run, reserve
-from g5kdeploy.playbook import load_playbook
+from g5kdeploy.phases.reserve import reserve
 from g5kdeploy.results import JobEntry, RunRecord
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
@@ -40,16 +38,7 @@ def reserve_command(
     """Reserve the playbook's nodes: one OAR job per site, waited for until running."""
     state = settings(ctx)
     store = state.store
-    if (playbook is None) == (run is None):
-        raise ConfigError("give a PLAYBOOK to start a run, or --run RUN to resume one (not both)")
-    if run is not None:
-        record = store.load(run)
-    else:
-        assert playbook is not None
-        book = load_playbook(playbook)
-        api_url = "local simulator" if book.testbed == "local" else resolve_endpoint().url
-        record = create_run(store, book, playbook, api_url=api_url)
-        state.err.print(f"run [bold]{record.run_id}[/] in {store.directory(record.run_id)}", highlight=False)
+    record = start_or_resume(state, playbook, run, option="--run")
     testbed = testbed_for(record.testbed)
     terminate_as_interrupt()
     with Status("submitting", console=state.err) as status:

@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from g5kdeploy.cli.common import handle_errors, print_json, settings
-from g5kdeploy.credentials import resolve_endpoint
+from g5kdeploy.cli.common import api_url_for, handle_errors, print_json, settings
 from g5kdeploy.nightly.install import (
     crontab_line,
     install_cron,
@@ -77,7 +76,7 @@ def run_command(
     book = load_playbook(playbook)
     require_nightly(book, playbook)
     testbed = testbed_for(book.testbed)
-    api_url = "local simulator" if book.testbed == "local" else resolve_endpoint().url
+    api_url = api_url_for(book)
     terminate_as_interrupt()
     with Status("nightly", console=state.err) as status:
         outcome = run_nightly(

@@ -8,12 +8,8 @@ from typing import Annotated
 import typer
 from rich.status import Status
 
-from g5kdeploy.cli.common import handle_errors, print_json, settings
-from g5kdeploy.credentials import resolve_endpoint
-from g5kdeploy.errors import ConfigError
+from g5kdeploy.cli.common import handle_errors, print_json, settings, start_or_resume
 from g5kdeploy.phases.pipeline import run_pipeline
-from g5kdeploy.phases.reserve import create_run
-from g5kdeploy.playbook import load_playbook
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
 
@@ -35,16 +31,7 @@ def run_command(
     """Reserve, deploy, bench, collect, then release: one command for the whole experiment."""
     state = settings(ctx)
     store = state.store
-    if (playbook is None) == (resume is None):
-        raise ConfigError("give a PLAYBOOK to start a run, or --resume RUN to continue one (not both)")
-    if resume is not None:
-        record = store.load(resume)
-    else:
-        assert playbook is not None
-        book = load_playbook(playbook)
-        api_url = "local simulator" if book.testbed == "local" else resolve_endpoint().url
-        record = create_run(store, book, playbook, api_url=api_url)
-    state.err.print(f"run [bold]{record.run_id}[/] in {store.directory(record.run_id)}", highlight=False)
+    record = start_or_resume(state, playbook, resume, option="--resume")
     terminate_as_interrupt()
     with Status("starting", console=state.err) as status:
         summary = run_pipeline(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +11,6 @@ from g5kdeploy.log import get_logger
 from g5kdeploy.results import RUN_FILE
 
 log = get_logger(__name__)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Binary twin of ``results.atomic_write_text``: a reader, or a crash, sees the old or the new file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
 from g5kdeploy.collect.data import Spread, group, load_results, merge_buckets, spread
-from g5kdeploy.collect.files import atomic_write_bytes
 from g5kdeploy.log import get_logger
+from g5kdeploy.results import atomic_write_bytes
 
 log = get_logger(__name__)
 DPI = 110

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from g5kdeploy.clock import ScaledClock
+from g5kdeploy.results import atomic_write_text
 from g5kdeploy.simulator.deployments import DeploymentStore
 from g5kdeploy.simulator.jobbook import JobBook
 from g5kdeploy.simulator.records import Deployment, Job
@@ -18,18 +17,8 @@ from g5kdeploy.simulator.scheduler import PartNeed
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temporary file, fsync, then rename: a crash leaves the old or the new state, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A crash leaves the old or the new state, never half of one."""
+    atomic_write_text(path, json.dumps(state))
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
