@@ -11,12 +11,24 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from g5kdeploy.errors import DeadlineExceeded, TestbedError
+
+
+def port_free(address: str, port: int) -> bool:
+    """Whether ``address:port`` can be bound right now (with SO_REUSEADDR, as sshd and Go servers bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
 def spawn_daemon(argv: Sequence[str], *, log_path: Path, env: dict[str, str] | None = None) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from g5kdeploy.errors import DeadlineExceeded, TestbedError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import is_running, spawn_daemon, wait_gone
+from g5kdeploy.process import is_running, port_free, spawn_daemon, wait_gone
 
 log = get_logger(__name__)
 
@@ -159,19 +159,9 @@ def _free_port(addresses: Sequence[str]) -> int:
     """A port no socket holds on any of ``addresses`` right now."""
     for _ in range(200):
         port = random.randint(*PORT_RANGE)
-        if all(_bindable(address, port) for address in addresses):
+        if all(port_free(address, port) for address in addresses):
             return port
     raise TestbedError(f"no port free on all {len(addresses)} loopback addresses")
-
-
-def _bindable(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def _write_node_configs(directory: Path, names: Sequence[str], addresses: Sequence[str], port: int) -> list[Path]:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from g5kdeploy.errors import TestbedError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import spawn_daemon
+from g5kdeploy.process import port_free, spawn_daemon
 from g5kdeploy.results import atomic_write_text
 from g5kdeploy.tools.prometheus import (
     PortTakenError,
-    port_free,
     prometheus_config,
     require_binary,
     stop_program,

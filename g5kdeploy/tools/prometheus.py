@@ -31,7 +31,7 @@ import yaml
 
 from g5kdeploy.errors import DeadlineExceeded, G5kError, TestbedError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import is_running, spawn_daemon, stop_pid
+from g5kdeploy.process import is_running, port_free, spawn_daemon, stop_pid
 from g5kdeploy.results import atomic_write_text
 
 log = get_logger(__name__)
@@ -421,17 +421,6 @@ def stop_program(pid: int, programs: frozenset[str], *, timeout: float = 10.0) -
     if program not in programs:
         return False
     return stop_pid(pid, expect=program, timeout=timeout)
-
-
-def port_free(address: str, port: int) -> bool:
-    """Whether ``address:port`` can be bound right now (as Go servers bind: with SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port(address: str) -> int:

@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 
 from g5kdeploy import errors
-from g5kdeploy.process import is_running
+from g5kdeploy.process import is_running, port_free
 from g5kdeploy.testbeds.monitoring import Monitoring, start_monitoring, stop_monitoring
 from g5kdeploy.tools.prometheus import (
     PrometheusClient,
     PrometheusError,
     ServedSnapshot,
     free_port,
-    port_free,
     serve_snapshot,
     snapshot_tree_time_range,
     stop_served,
