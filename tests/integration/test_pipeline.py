@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from g5kdeploy.cli import app
 from g5kdeploy.process import is_running
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.tools.prometheus import PrometheusClient, serve_snapshot, snapshot_tree_time_range, stop_served
+from tests.conftest import spawn_g5k
 
 PLAYBOOK = """\
 version: 1
@@ -84,6 +86,21 @@ def test_run_produces_a_verified_report_and_a_snapshot_that_reopens(env, tmp_pat
     (run_dir / "bench.csv").write_text((run_dir / "bench.csv").read_text().replace("300000", "300001"))
     tampered = g5k("verify", str(run_dir))
     assert tampered.exit_code == 1 and "changed: bench.csv" in tampered.stderr
+
+    served_by_cli = spawn_g5k(
+        "snapshot", "serve", outcome["run_id"], "--json", env={"G5K_RESULTS_DIR": str(run_dir.parent)}
+    )
+    try:
+        lines: list[str] = []
+        while not lines or lines[-1] != "}":
+            lines.append(served_by_cli.stdout.readline().rstrip("\n"))
+        url = json.loads("\n".join(lines))["url"]
+        with PrometheusClient(url) as client:
+            assert client.ready()
+    finally:
+        served_by_cli.send_signal(signal.SIGINT)
+        served_by_cli.communicate(timeout=30)
+    assert served_by_cli.returncode == 130
 
     [tarball] = (run_dir / "prometheus").glob("*.tar.gz")
     with tarfile.open(tarball) as archive:
