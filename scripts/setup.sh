@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the local testbed and the test suite use: sshd for the nodes, a C compiler for the benchmark,
-# clang, libbpf and bpftool for the eBPF checks, and Nix (parse and evaluate only) for the Nix checks.
-APT_PACKAGES=(python3 python3-venv openssh-server openssh-client openssh-sftp-server gcc libc6-dev
-  clang llvm libbpf-dev bpftool nix-bin)
+# Prometheus and the node exporter for the collector, curl for the snapshot API on the nodes, clang, libbpf and
+# bpftool for the eBPF checks, and Nix (parse and evaluate only) for the Nix checks.
+APT_PACKAGES=(python3 python3-venv openssh-server openssh-client openssh-sftp-server gcc libc6-dev curl
+  prometheus prometheus-node-exporter clang llvm libbpf-dev bpftool nix-bin)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
