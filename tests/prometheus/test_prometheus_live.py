@@ -221,7 +221,11 @@ def test_failed_start_stops_what_started_and_shows_the_log(tmp_path):
     assert "0.5s" in str(caught.value)
     assert (tmp_path / "prometheus.log").exists()
     assert len(list(tmp_path.glob("node-exporter-*.log"))) == 3
-    # The exporters it had started are gone: their ports are free again.
+    # The exporters it had started are gone: their ports are free again (the kernel may take a moment to
+    # release a listening socket of a process that just exited).
+    deadline = time.monotonic() + 5
+    while not all(port_free(address, exporter_port) for address in ADDRESSES) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert all(port_free(address, exporter_port) for address in ADDRESSES)
 
 
