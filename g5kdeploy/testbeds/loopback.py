@@ -212,7 +212,8 @@ def _wait_ready(
         for index in sorted(waiting):
             if _banner(addresses[index], port):
                 waiting.discard(index)
-            elif not is_running(pids[index], expect=SSHD_MARK):
+            # Existence only: right after the fork, before exec, the child's command line is still Python's.
+            elif not is_running(pids[index]):
                 tail = (node_dirs[index] / "sshd.log").read_text(errors="replace")[-2000:]
                 if "Address already in use" in tail:
                     raise _PortTaken
