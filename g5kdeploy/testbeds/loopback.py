@@ -119,6 +119,9 @@ def stop_nodes(pids: Iterable[int], *, timeout: float = 10.0) -> None:
             _kill_session(child)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
+        # An sshd started by someone else (a restart after kexec) may not lead its process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
         wait_gone(pid, timeout=timeout)
 
 

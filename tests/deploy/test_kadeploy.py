@@ -16,9 +16,9 @@ from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.simulator import SimConfig, serve_in_thread
 from g5kdeploy.testbeds.api import Api
+from tests.deploy.common import KEY, deploy_job
 
 ENVIRONMENT = "http://public.nancy.grid5000.fr/~jdoe/statx.yaml"
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheSimulatorOnly jdoe@test"
 PLAYBOOK = f"""
 version: 1
 name: exp
@@ -38,21 +38,6 @@ DEPLOY_SECONDS = 300.0
 
 def make_api(server: Any) -> Api:
     return Api(Endpoint(server.url, username="jdoe", password="pw"), attempts=2, retry_wait_max=0.1)
-
-
-def deploy_job(api: Api, clock: Any, *, types: list[str]) -> list[str]:
-    """Submit a 3-node job and wait (in API time, bounded) until it runs; its nodes."""
-    job = api.submit_job(
-        "nancy",
-        {"name": "kadeploy-test", "resources": "nodes=3,walltime=1:00", "command": "sleep 3600", "types": types},
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        job = api.get_job("nancy", job["uid"])
-        if job["state"] == "running":
-            return sorted(job["assigned_nodes"])
-        clock.sleep(5)
-    raise AssertionError(f"job not running in time: {job['state']}")
 
 
 def context_for(tmp_path: Path, api: Api, clock: Any) -> DeployContext:

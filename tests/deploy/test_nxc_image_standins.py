@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,12 @@ from g5kdeploy.results import DeployRecord, RunRecord, RunStore
 from g5kdeploy.simulator import SimConfig, serve_in_thread
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.loopback import start_nodes, stop_nodes
+from tests.deploy.common import CACHE_KEY, CACHE_URL, KERNEL, KEY, ROOT, deploy_job
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 FRONTEND = "fnancy.nancy.grid5000.fr"
 RUN_ID = "statx-20261127T150000-ab12"
-ROOT = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-compose-info.json"
-KERNEL = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-linux-6.12.30"
 STORE_IMAGE = "/nix/store/ffffffffffffffffffffffffffffffff-nixos.tar.xz"
-CACHE_URL = "https://cache.example.org"
-CACHE_KEY = "cache.example.org-1:Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheSimulatorOnly jdoe@test"
 LOGIN = "jdoe"
 PUBLIC = f"http://public.nancy.grid5000.fr/~{LOGIN}/g5kdeploy/{RUN_ID}"
 SPEED = 600.0
@@ -54,20 +49,6 @@ deploy:
 """
 
 
-def deploy_job(api: Api, clock: Any) -> list[str]:
-    job = api.submit_job(
-        "nancy",
-        {"name": "image-test", "resources": "nodes=3,walltime=1:00", "command": "sleep 3600", "types": ["deploy"]},
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        job = api.get_job("nancy", job["uid"])
-        if job["state"] == "running":
-            return sorted(job["assigned_nodes"])
-        clock.sleep(5)
-    raise AssertionError(f"job not running in time: {job['state']}")
-
-
 class Bed:
     """A simulator with a running 3-node deploy job of jdoe's, and a loopback node playing the frontend."""
 
@@ -75,7 +56,7 @@ class Bed:
         self.server = server
         self.api = Api(Endpoint(server.url, username=LOGIN, password="pw"), attempts=2, retry_wait_max=0.1)
         self.clock = server.simulator.clock
-        self.nodes = deploy_job(self.api, self.clock)
+        self.nodes = deploy_job(self.api, self.clock, name="image-test")
         self.loop = start_nodes(tmp_path / "loop", [FRONTEND])
         self.runner = SshRunner(self.loop.ssh_config)
         self.home = tmp_path / "home"

@@ -19,14 +19,11 @@ from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import DeployRecord, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.loopback import start_nodes, stop_nodes
+from tests.deploy.common import CACHE_KEY, CACHE_URL, KERNEL, ROOT
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 NAMES = [f"gros-{i}.nancy.grid5000.fr" for i in range(1, 5)]
 MARKER = "statx-20261127T150000-ab12-k9"
-ROOT = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-compose-info.json"
-KERNEL = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-linux-6.12.30"
-CACHE_URL = "https://cache.example.org"
-CACHE_KEY = "cache.example.org-1:Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="
 DOWN = 2.0
 PLAYBOOK = f"""
 version: 1
