@@ -45,6 +45,9 @@ def deploy_command(
         return
     if summary.dry_run:
         for key, value in summary.plan.items():
+            if key == "descriptor":
+                # Every node's address and role: in --json; here, how many nodes it names.
+                value = f"{len(value.get('deployment', {}))} nodes (nxc's deployment descriptor; see --json)"
             state.out.print(f"{key}: {value}", highlight=False, markup=False)
         return
     state.out.print(

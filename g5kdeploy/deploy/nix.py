@@ -230,6 +230,8 @@ def role_toplevels(compose_info: dict[str, Any], composition: str = "composition
 
 # (f) nxc start without launching: its deployment file and kexec script ---------------------------------------
 
+_SEPARATOR = "----- g5kdeploy: deployment descriptor -----"
+
 
 def nxc_start_command(flavour: str, machine_file: str, roles: Mapping[str, int], identity: str | None) -> str:
     # no-launch: nxc writes the deployment file and the kexec script but boots nothing; we kexec ourselves,
@@ -247,6 +249,11 @@ def kexec_script_path(flavour: str, composition: str = "composition") -> str:
     return f"artifact/{composition}/{flavour}/kexec_scripts/kexec.sh"
 
 
+def deployment_file_path(flavour: str, composition: str = "composition") -> str:
+    """The deployment descriptor ``nxc start`` writes (nixos-compose-and-payload.md §1.7)."""
+    return f"deploy/{composition}::{flavour}.json"
+
+
 def nxc_prepare_kexec(
     frontend: Frontend,
     flavour: str,
@@ -255,26 +262,46 @@ def nxc_prepare_kexec(
     *,
     identity: str | None,
     timeout: float,
-) -> KexecParams:
-    """Write the machine file, let nxc generate its kexec script for ``machines``, and parse it."""
+) -> tuple[KexecParams, dict[str, Any]]:
+    """Write the machine file, let nxc generate its kexec script and deployment descriptor for ``machines``,
+    and return both, parsed."""
     machine_file = ".g5k-machines"
     listing = "\n".join(machines) + "\n"
     command = (
         f"printf %s {shlex.quote(listing)} > {machine_file} && "
         f"{nxc_start_command(flavour, machine_file, roles, identity)} >&2 && "
-        f"cat {shlex.quote(kexec_script_path(flavour))}"
+        f"cat {shlex.quote(kexec_script_path(flavour))} && echo {shlex.quote(_SEPARATOR)} && "
+        f"cat {shlex.quote(deployment_file_path(flavour))}"
     )
     result = frontend.run(command, timeout=timeout, what="nxc start --start-option no-launch")
-    return parse_kexec_script(result.stdout)
+    script, sep, deployment = result.stdout.partition(_SEPARATOR + "\n")
+    if not sep:
+        raise G5kError("nxc start wrote no deployment descriptor", hint=result.stdout[-300:])
+    try:
+        descriptor: dict[str, Any] = json.loads(deployment)
+    except json.JSONDecodeError as exc:
+        raise G5kError(f"{deployment_file_path(flavour)} is not JSON ({exc})") from None
+    return parse_kexec_script(script), descriptor
+
+
+_DEFAULT = re.compile(r"^:\s+\$\{(\w+):=(.*)\}\s*$")
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 
 def parse_kexec_script(text: str) -> KexecParams:
-    """The ``kexec -l <kernel> --initrd=<initrd> --append="..."`` line of nxc's script, taken verbatim."""
+    """The ``kexec -l <kernel> --initrd=<initrd> --append="..."`` line of nxc's script, taken verbatim but for
+    its ``$KERNEL`` and ``$INITRD``, which nxc 0.7.11 sets earlier in the script with ``: ${KERNEL:=<path>}``."""
+    defaults: dict[str, str] = {}
     for line in text.splitlines():
+        default = _DEFAULT.match(line.strip())
+        if default:
+            defaults[default.group(1)] = default.group(2)
+            continue
         try:
             words = shlex.split(line, comments=True)
         except ValueError:
             continue
+        words = [_VARIABLE.sub(lambda m: defaults.get(m.group(1) or m.group(2), m.group(0)), w) for w in words]
         for index, word in enumerate(words[:-1]):
             if PurePosixPath(word).name == "kexec" and words[index + 1] == "-l":
                 return _kexec_load_args(words[index + 2 :], line)
@@ -299,10 +326,12 @@ def _kexec_load_args(words: list[str], line: str) -> KexecParams:
             kernel = word
     if not kernel or not initrd or append is None:
         raise G5kError(f"cannot read kernel, initrd and command line from nxc's kexec line: {line.strip()}")
+    if "$" in kernel + initrd:
+        raise G5kError(f"nxc's kexec line uses a variable its script does not set: {line.strip()}")
     return KexecParams(kernel=kernel, initrd=initrd, append=append)
 
 
-# (g) the g5k-image flavour: the image and its Kadeploy environment description, published under ~/public ------
+# (g) the g5k-image flavour: the image under ~/public, and a Kadeploy environment description pointing at it -----
 
 IMAGE_FLAVOUR = "g5k-image"
 IMAGE_NAME = "nixos.tar.xz"
@@ -310,36 +339,21 @@ DESCRIPTION_NAME = "nixos.yaml"
 #: Where published images go, under the user's home on the frontend; served as http://public.<site>/~<login>/.
 PUBLIC_DIR = "public/g5kdeploy"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_SEPARATOR = "----- g5kdeploy: environment description -----"
+#: What nxc's own environment puts before ``deploy=`` (flavours/grid5000.py, KADEPLOY_ENV_DESC).
+IMAGE_KERNEL_PARAMS = "boot.shell_on_fail console=tty0 console=ttyS0,115200 check_kernel_initrd"
 
 
 @dataclass(frozen=True)
 class PublishedImage:
-    """The image copied under ~/public and the environment description pointing at it."""
+    """The image copied under ~/public, checked against its source by sha256."""
 
     source: str
     path: str
     url: str
     sha256: str
-    description_path: str
-    description_url: str
-    description_sha256: str
 
     def to_dict(self) -> dict[str, str]:
-        return {
-            "source": self.source,
-            "path": self.path,
-            "url": self.url,
-            "sha256": self.sha256,
-            "description_path": self.description_path,
-            "description_url": self.description_url,
-            "description_sha256": self.description_sha256,
-        }
-
-
-def image_description_path(composition: str = "composition") -> str:
-    """The Kadeploy environment description nxc writes for g5k-image."""
-    return f"artifact/{composition}/{IMAGE_FLAVOUR}/{DESCRIPTION_NAME}"
+        return {"source": self.source, "path": self.path, "url": self.url, "sha256": self.sha256}
 
 
 def image_source(compose_info: dict[str, Any], composition: str = "composition") -> str:
@@ -365,10 +379,10 @@ def public_run_dir(run_id: str) -> str:
     return f"{PUBLIC_DIR}/{run_id}"
 
 
-def publish_image_command(source: str, directory: str, description: str) -> str:
-    """Copy the image to ``~/<directory>/nixos.tar.xz`` (world-readable), print both sha256 sums, then
-    nxc's environment description. A store path is also looked for in the user's own stores (nxc's
-    ``realpath_from_store``: Nix runs from the home on Grid'5000)."""
+def publish_image_command(source: str, directory: str) -> str:
+    """Copy the image to ``~/<directory>/nixos.tar.xz`` (world-readable) and print both sha256 sums. A store
+    path is also looked for in the user's own stores (nxc's ``realpath_from_store``: Nix runs from the home
+    on Grid'5000)."""
     home_dir = remote_path(f"~/{directory}")
     target = f"{home_dir}/{IMAGE_NAME}"
     candidates = [shlex.quote(source)]
@@ -381,23 +395,8 @@ def publish_image_command(source: str, directory: str, description: str) -> str:
         f'if [ -z "$src" ]; then echo {shlex.quote(f"image {source} not found")} >&2; exit 1; fi; '
         f"mkdir -p {home_dir} && chmod 755 ~/public ~/{PUBLIC_DIR} {home_dir}; "
         f'cp -L "$src" {target}.part && chmod 644 {target}.part && mv -f {target}.part {target}; '
-        f'echo "$src"; sha256sum "$src" {target}; '
-        f"echo {shlex.quote(_SEPARATOR)}; cat {shlex.quote(description)}"
+        f'echo "$src"; sha256sum "$src" {target}'
     )
-
-
-def rewrite_description(text: str, image_url: str) -> str:
-    """nxc's environment description with ``image.file`` pointing at ``image_url``; the rest (kernel,
-    initrd, the ``deploy=`` kernel parameter) is kept as it is."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise G5kError(f"nxc's environment description is not YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("image"), dict):
-        raise G5kError("nxc's environment description has no image section", hint=text[:500])
-    data["image"]["file"] = image_url
-    rewritten: str = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16)
-    return rewritten
 
 
 def publish_image(
@@ -410,42 +409,59 @@ def publish_image(
     timeout: float,
     composition: str = "composition",
 ) -> PublishedImage:
-    """Publish the image and its environment description under ``~/public/g5kdeploy/<run_id>/``; both are
-    checked by sha256 on the frontend (the copy against its source, the description against what was sent)."""
+    """Publish the image under ``~/public/g5kdeploy/<run_id>/``, checked by sha256 against its source."""
     directory = public_run_dir(run_id)
     source = image_source(compose_info, composition)
     result = frontend.run(
-        publish_image_command(source, directory, image_description_path(composition)),
-        timeout=timeout,
-        what="publishing the g5k-image under ~/public",
+        publish_image_command(source, directory), timeout=timeout, what="publishing the g5k-image under ~/public"
     )
-    head, sep, description = result.stdout.partition(_SEPARATOR + "\n")
-    lines = head.strip().splitlines()
-    if not sep or len(lines) != 3:
+    lines = result.stdout.strip().splitlines()
+    if len(lines) != 3:
         raise G5kError(f"unexpected output while publishing the image: {result.stdout[:300]!r}")
     found = lines[0]
     sums = [line.split()[0] for line in lines[1:]]
     if sums[0] != sums[1] or not re.fullmatch(r"[0-9a-f]{64}", sums[0]):
         raise G5kError(f"the published image's sha256 {sums[1]} differs from its source's {sums[0]} ({found})")
-    image_url = public_url(site, login, f"{directory}/{IMAGE_NAME}")
-    text = rewrite_description(description, image_url)
-    description_home = remote_path(f"~/{directory}/{DESCRIPTION_NAME}")
+    return PublishedImage(
+        source=found,
+        path=f"~/{directory}/{IMAGE_NAME}",
+        url=public_url(site, login, f"{directory}/{IMAGE_NAME}"),
+        sha256=sums[0],
+    )
+
+
+def environment_description(*, image_url: str, arch: str, author: str, kernel_params: str) -> str:
+    """The Kadeploy environment nxc would write for the image (flavours/grid5000.py, KADEPLOY_ENV_DESC)."""
+    description = {
+        "name": "NixOS",
+        "version": 1,
+        "description": "NixOS",
+        "author": author,
+        "visibility": "shared",
+        "destructive": False,
+        "os": "linux",
+        "arch": arch,
+        "image": {"file": image_url, "kind": "tar", "compression": "xz"},
+        "boot": {"kernel": "/boot/bzImage", "initrd": "/boot/initrd", "kernel_params": kernel_params},
+        "filesystem": "ext4",
+        "partition_type": 131,
+        "multipart": False,
+    }
+    text: str = yaml.safe_dump(description, sort_keys=False, default_flow_style=False, width=1 << 16)
+    return text
+
+
+def publish_text(frontend: Frontend, relative: str, text: str, *, timeout: float, what: str) -> str:
+    """Write ``~/<relative>`` world-readable and atomically; its sha256 on the frontend must be ``text``'s."""
+    home_path = remote_path(f"~/{relative}")
     written = frontend.run(
-        f"printf %s {shlex.quote(text)} > {description_home}.part && chmod 644 {description_home}.part && "
-        f"mv -f {description_home}.part {description_home} && sha256sum {description_home}",
+        f"printf %s {shlex.quote(text)} > {home_path}.part && chmod 644 {home_path}.part && "
+        f"mv -f {home_path}.part {home_path} && sha256sum {home_path}",
         timeout=timeout,
-        what="writing the environment description under ~/public",
+        what=what,
     )
     expected = hashlib.sha256(text.encode()).hexdigest()
     got = written.stdout.split()[0] if written.stdout.split() else ""
     if got != expected:
-        raise G5kError(f"the published environment description's sha256 is {got or 'missing'}, not {expected}")
-    return PublishedImage(
-        source=found,
-        path=f"~/{directory}/{IMAGE_NAME}",
-        url=image_url,
-        sha256=sums[0],
-        description_path=f"~/{directory}/{DESCRIPTION_NAME}",
-        description_url=public_url(site, login, f"{directory}/{DESCRIPTION_NAME}"),
-        description_sha256=expected,
-    )
+        raise G5kError(f"~/{relative} has sha256 {got or 'missing'} on {frontend.host}, not {expected}")
+    return expected

@@ -3,14 +3,20 @@ g5k-image flavour, whose image Kadeploy installs.
 
 ``plan`` works on the frontend only: it pushes the flake, asks the binary cache for the whole closure in one
 query (and fails fast on any missing path), substitutes it into the user's store, runs ``nxc build`` and lets
-``nxc start --start-option no-launch`` write its kexec script, whose kernel, initrd and command line ``boot``
-uses verbatim. ``boot`` then loads the kernel on every node in parallel (checking ``kexec -l``), starts
-``kexec -e`` detached so the SSH session ends cleanly, and waits, with a deadline, for SSH to answer again.
+``nxc start --start-option no-launch`` write its kexec script and deployment descriptor for every node of the
+run. ``boot`` loads nxc's kernel, initrd and command line on the nodes to boot, in parallel (checking ``kexec
+-l``), starts ``kexec -e`` detached so the SSH session ends cleanly, and waits, with a deadline, for SSH to
+answer again.
 
 For ``g5k-image``, ``plan`` does the same push, eval, cache check and substitution, runs ``nxc build -f
-g5k-image`` and publishes the image and nxc's Kadeploy environment description (its image URL rewritten) under
-``~/public/g5kdeploy/<run_id>/`` on the frontend, both checked by sha256; ``boot`` is ``KadeployMethod`` with
-that description's public URL (a deploy job; the orchestration retries KO nodes).
+g5k-image``, makes the deployment descriptor itself and publishes the image under
+``~/public/g5kdeploy/<run_id>/`` (checked by sha256): nxc 0.7.11 writes the descriptor and the Kadeploy
+environment only in the ``nxc start`` that runs kadeploy3. ``boot`` writes the environment description next
+to the image, with the run's marker on its kernel command line, and hands its public URL to ``KadeployMethod``
+(a deploy job; the orchestration retries KO nodes).
+
+Either way the descriptor reaches the nodes the way nxc sends it, on the kernel command line, or, when it is
+too long for it, from an HTTP server on the frontend that lives for the boot only (``nxc_deployment``).
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from g5kdeploy.credentials import inside_grid5000
-from g5kdeploy.deploy import nix
+from g5kdeploy.deploy import nix, nxc_deployment
 from g5kdeploy.deploy.base import NIXOS_EBPF_TOGGLE, BootOutcome, DeployContext, Expectation
 from g5kdeploy.deploy.kadeploy import KadeployMethod, site_of
 from g5kdeploy.deploy.nix import BinaryCacheRef, Frontend, KexecParams
@@ -66,19 +74,24 @@ class NxcMethod:
         env: dict[str, str] | None = None,
         settle_seconds: float = SETTLE_SECONDS,
         repo: Path = REPO,
+        http_bind: str | None = None,
+        cmdline_limit: int = nxc_deployment.CMDLINE_LIMIT,
     ) -> None:
         """``runner`` reaches ``frontend``; ``directory`` is the flake's place there; ``public_key_text`` is
         the key nxc puts in the deployment for root (sent with the flake, passed as ``nxc start -i``);
-        ``env`` is exported for every remote command, on the frontend and on the nodes."""
+        ``env`` is exported for every remote command, on the frontend and on the nodes. A deployment
+        descriptor longer than ``cmdline_limit`` is served over HTTP from the frontend, on ``http_bind``
+        (default: the address of its default route, as nxc does)."""
         self.env = dict(env or {})
         self.frontend = Frontend(runner=runner, host=frontend, directory=directory, env=self.env)
         self.public_key_text = public_key_text
         self.identity = ROOT_KEY_FILE if public_key_text else None
         self.settle_seconds = settle_seconds
         self.repo = repo
-        self._kexec: KexecParams | None = None
+        self.http_bind = http_bind
+        self.cmdline_limit = cmdline_limit
+        self._plan: dict[str, Any] = {}
         self._toplevels: dict[str, str] = {}
-        self._environment: str | None = None
 
     @classmethod
     def for_context(cls, context: DeployContext) -> NxcMethod:
@@ -135,35 +148,44 @@ class NxcMethod:
         started = time.monotonic()
         info = nix.nxc_build(self.frontend, deploy.flavour, composition, cache, timeout=budget)
         self._toplevels = nix.role_toplevels(info)
+        steps["nxc_build"] = time.monotonic() - started
+        started = time.monotonic()
+        # The descriptor names every node of the run, not only those to boot now: each node's /etc/hosts is
+        # made from it, and nxc would shift roles if one had no node.
+        machines, counts = self._machines(context)
+        common = self._plan_common(context, deploy, nodes, root, report)
         if deploy.flavour == nix.IMAGE_FLAVOUR:
-            steps["nxc"] = time.monotonic() - started
+            descriptor = self._image_descriptor(context, info, machines)
+            steps["descriptor"] = time.monotonic() - started
             started = time.monotonic()
+            site = site_of(machines[0])
+            login = self._login(context)
             image = nix.publish_image(
-                self.frontend,
-                info,
-                run_id=context.record.run_id,
-                site=site_of(nodes[0] if nodes else self._any_node(context)),
-                login=context.api.user or getpass.getuser(),
-                timeout=budget,
+                self.frontend, info, run_id=context.record.run_id, site=site, login=login, timeout=budget
             )
             steps["publish"] = time.monotonic() - started
-            self._environment = image.description_url
             log.info("g5k-image published", url=image.url, sha256=image.sha256)
-            return {
-                **self._plan_common(context, deploy, nodes, root, report),
+            description = f"{nix.public_run_dir(context.record.run_id)}/{nix.DESCRIPTION_NAME}"
+            self._plan = {
+                **common,
                 "image": image.to_dict(),
-                "environment": image.description_url,
+                "arch": self._arch(info),
+                "environment": nix.public_url(site, login, description),
+                "descriptor": descriptor,
+                "deploy_param": self._deploy_param_plan(descriptor),
                 "deadlines": {"deploy_timeout": deploy.timeout, "poll_seconds": KadeployMethod().poll_seconds},
                 "plan_seconds": {step: round(seconds, 1) for step, seconds in steps.items()},
             }
-        machines, counts = self._machines(context, nodes)
-        self._kexec = nix.nxc_prepare_kexec(
+            return self._plan
+        kexec, descriptor = nix.nxc_prepare_kexec(
             self.frontend, deploy.flavour, machines, counts, identity=self.identity, timeout=budget
         )
-        steps["nxc"] = time.monotonic() - started
-        return {
-            **self._plan_common(context, deploy, nodes, root, report),
-            "kexec": self._kexec.to_dict(),
+        steps["nxc_start"] = time.monotonic() - started
+        self._plan = {
+            **common,
+            "kexec": kexec.to_dict(),
+            "descriptor": descriptor,
+            "deploy_param": self._deploy_param_plan(descriptor),
             "deadlines": {
                 "deploy_timeout": deploy.timeout,
                 "settle_seconds": self.settle_seconds,
@@ -171,21 +193,26 @@ class NxcMethod:
             },
             "plan_seconds": {step: round(seconds, 1) for step, seconds in steps.items()},
         }
+        return self._plan
 
     def boot(self, context: DeployContext, nodes: list[str], *, deadline: float) -> dict[str, BootOutcome]:
-        if self._deploy(context).flavour == nix.IMAGE_FLAVOUR:
-            # The image is Kadeploy's to install: the same REST deployments as method kadeploy, with our URL.
-            environment = self._image_environment(context)
-            kadeploy = KadeployMethod(public_key_text=self.public_key_text, environment=environment)
-            return kadeploy.boot(context, nodes, deadline=deadline)
-        params = self._kexec_params(context)
         marker = context.record.deploy.marker if context.record.deploy else None
         if not marker:
             raise G5kError("the run has no deploy marker to put on the kernel command line")
-        append = f"{params.append} g5k.run={marker}"
+        plan = self._saved_plan(context)
+        with self._deploy_param(context, plan, deadline) as deploy_param:
+            if self._deploy(context).flavour == nix.IMAGE_FLAVOUR:
+                return self._boot_image(context, plan, nodes, f"deploy={deploy_param} g5k.run={marker}", deadline)
+            kexec = KexecParams(**plan["kexec"])
+            append = f"{nxc_deployment.with_deploy(kexec.append, deploy_param)} g5k.run={marker}"
+            return self._boot_kexec(context, kexec, append, nodes, deadline)
+
+    def _boot_kexec(
+        self, context: DeployContext, kexec: KexecParams, append: str, nodes: list[str], deadline: float
+    ) -> dict[str, BootOutcome]:
         load = (
             f"cat {BOOT_ID} && "
-            f"kexec -l {shlex.quote(params.kernel)} --initrd={shlex.quote(params.initrd)} "
+            f"kexec -l {shlex.quote(kexec.kernel)} --initrd={shlex.quote(kexec.initrd)} "
             f"--append={shlex.quote(append)} && "
             # Detached and a second later, so this SSH session ends cleanly before the kernel goes away.
             "{ nohup sh -c 'sleep 1; kexec -e' >/dev/null 2>&1 & }"
@@ -205,6 +232,26 @@ class NxcMethod:
         outcomes.update(self._wait_for_ssh(context, old_boot, kexec_at, deadline))
         return {node: outcomes[node] for node in nodes}
 
+    def _boot_image(
+        self, context: DeployContext, plan: dict[str, Any], nodes: list[str], params: str, deadline: float
+    ) -> dict[str, BootOutcome]:
+        """Write the environment description next to the image, then let Kadeploy install it."""
+        text = nix.environment_description(
+            image_url=plan["image"]["url"],
+            arch=plan["arch"],
+            author=self._login(context),
+            kernel_params=f"{nix.IMAGE_KERNEL_PARAMS} {params}",
+        )
+        nix.publish_text(
+            self.frontend,
+            f"{nix.public_run_dir(context.record.run_id)}/{nix.DESCRIPTION_NAME}",
+            text,
+            timeout=QUERY_TIMEOUT,
+            what="writing the environment description under ~/public",
+        )
+        kadeploy = KadeployMethod(public_key_text=self.public_key_text, environment=plan["environment"])
+        return kadeploy.boot(context, nodes, deadline=deadline)
+
     def expectation(self, context: DeployContext) -> Expectation:
         toplevels = self._toplevels or dict(
             (context.record.deploy.plan if context.record.deploy else {}).get("toplevels", {})
@@ -215,9 +262,8 @@ class NxcMethod:
             if role in toplevels
             for node in members
         }
-        # A Kadeploy image's kernel command line is fixed by its environment description: no marker on it.
-        marker = self._deploy(context).flavour != nix.IMAGE_FLAVOUR
-        return Expectation(rebooted=True, marker=marker, kernel_options=True, toplevel=per_node, exporter=True)
+        # Both paths put the marker on the kernel command line: kexec's append, the image's environment.
+        return Expectation(rebooted=True, marker=True, kernel_options=True, toplevel=per_node, exporter=True)
 
     # Helpers -------------------------------------------------------------------------------------------
 
@@ -245,21 +291,54 @@ class NxcMethod:
             "missing_paths": report.missing,
         }
 
-    @staticmethod
-    def _any_node(context: DeployContext) -> str:
-        for members in context.record.roles.values():
-            if members:
-                return members[0]
-        raise ConfigError("the run has no nodes to deploy")
+    def _saved_plan(self, context: DeployContext) -> dict[str, Any]:
+        """This process's plan, else the one saved in the run (a boot after a restart)."""
+        plan = self._plan or dict(context.record.deploy.plan if context.record.deploy else {})
+        if "descriptor" not in plan:
+            raise G5kError("no deployment descriptor in the run: plan the deploy first")
+        return plan
 
-    def _image_environment(self, context: DeployContext) -> str:
-        if self._environment is not None:
-            return self._environment
-        saved = (context.record.deploy.plan if context.record.deploy else {}).get("environment")
-        if not saved:
-            raise G5kError("no published g5k-image environment: plan the deploy first")
-        self._environment = str(saved)
-        return self._environment
+    def _deploy_param_plan(self, descriptor: dict[str, Any]) -> str:
+        inline = nxc_deployment.inline_value(descriptor, self.cmdline_limit)
+        if inline is not None:
+            return f"kernel command line, base64, {len(inline)} characters"
+        return f"HTTP from {self.frontend.host} during the boot (over {self.cmdline_limit} characters in base64)"
+
+    @contextmanager
+    def _deploy_param(self, context: DeployContext, plan: dict[str, Any], deadline: float) -> Iterator[str]:
+        """The value of ``deploy=``: the descriptor itself when it fits, else the URL of a server on the
+        frontend that lives until the boot returns (and, whatever happens here, not past the deadline)."""
+        descriptor = plan["descriptor"]
+        inline = nxc_deployment.inline_value(descriptor, self.cmdline_limit)
+        if inline is not None:
+            yield inline
+            return
+        seconds = max(1.0, deadline - context.clock.now())
+        served = nxc_deployment.serve(self.frontend, descriptor, bind=self.http_bind, seconds=seconds)
+        log.info("deployment descriptor served", url=served.url, seconds=round(seconds))
+        try:
+            yield served.url
+        finally:
+            nxc_deployment.stop(self.frontend, served.pid)
+
+    def _image_descriptor(self, context: DeployContext, info: dict[str, Any], machines: list[str]) -> dict[str, Any]:
+        if not self.public_key_text:
+            raise ConfigError("g5k-image needs your public key for root on the nodes", hint="set ssh.key")
+        ips = nxc_deployment.resolve_ips(self.frontend, machines, timeout=QUERY_TIMEOUT)
+        roles = list(nxc_deployment.composition_roles(info))
+        placements = nxc_deployment.place(roles, context.record.roles, ips)
+        return nxc_deployment.descriptor(info, placements, ssh_key=self.public_key_text, user=self._login(context))
+
+    @staticmethod
+    def _arch(info: dict[str, Any]) -> str:
+        system = str(info.get("system") or nix.SYSTEM)
+        if system not in nxc_deployment.KADEPLOY_ARCH:
+            raise G5kError(f"Kadeploy has no architecture for the composition's system {system}")
+        return nxc_deployment.KADEPLOY_ARCH[system]
+
+    @staticmethod
+    def _login(context: DeployContext) -> str:
+        return context.api.user or getpass.getuser()
 
     @staticmethod
     def _cache(deploy: Deploy) -> BinaryCacheRef:
@@ -290,29 +369,19 @@ class NxcMethod:
             raise G5kError(f"pushing the flake to {self.frontend.host} failed: {sent.error}")
 
     @staticmethod
-    def _machines(context: DeployContext, nodes: list[str]) -> tuple[list[str], dict[str, int]]:
-        """The machine file and ``-r role=N``: nxc fills roles in alphabetical order from the file's lines,
-        so the lines go role by role, alphabetically, for each node to get the role the run gave it."""
+    def _machines(context: DeployContext) -> tuple[list[str], dict[str, int]]:
+        """The machine file and ``-r role=N`` for every node of the run: nxc fills roles in alphabetical order
+        from the file's lines, so the lines go role by role, alphabetically, for each node to get its role."""
         machines: list[str] = []
         counts: dict[str, int] = {}
         for role in sorted(context.record.roles):
-            members = [node for node in context.record.roles[role] if node in nodes]
+            members = context.record.roles[role]
             if members:
                 machines += members
                 counts[role] = len(members)
-        unassigned = [node for node in nodes if node not in machines]
-        if unassigned:
-            raise ConfigError(f"nodes without a role in the run: {', '.join(unassigned)}")
+        if not machines:
+            raise ConfigError("the run has no nodes to deploy")
         return machines, counts
-
-    def _kexec_params(self, context: DeployContext) -> KexecParams:
-        if self._kexec is not None:
-            return self._kexec
-        saved = (context.record.deploy.plan if context.record.deploy else {}).get("kexec")
-        if not saved:
-            raise G5kError("no kexec parameters: plan the deploy first")
-        self._kexec = KexecParams(**saved)
-        return self._kexec
 
     def _wait_for_ssh(
         self, context: DeployContext, old_boot: dict[str, str], kexec_at: float, deadline: float

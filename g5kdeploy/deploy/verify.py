@@ -21,6 +21,8 @@ from g5kdeploy.remote import CommandResult, SshRunner
 
 PROBE_TIMEOUT = 60.0
 _METRICS = f"http://127.0.0.1:{EXPORTER_PORT}/metrics"
+# Relative paths (pushed files, a stand-in's $G5K_PROC) are the node's working directory's.
+_IN_WORKDIR = 'if [ -n "${G5K_NODE_DIR:-}" ]; then cd "$G5K_NODE_DIR" || exit 1; fi'
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,7 @@ class Verdict:
 def probe_script(expectation: Expectation) -> str:
     """The shell text that prints one ``key=value`` fact per line."""
     lines = [
-        # Relative file paths are the node's working directory's.
-        'if [ -n "${G5K_NODE_DIR:-}" ]; then cd "$G5K_NODE_DIR" || exit 1; fi',
+        _IN_WORKDIR,
         'P="${G5K_PROC:-/proc}"',
         'echo "boot_id=$(cat "$P/sys/kernel/random/boot_id")"',
         'echo "cmdline=$(cat "$P/cmdline")"',
@@ -107,9 +108,14 @@ def judge(
     return Verdict(ok=not problems, reason="; ".join(problems) or None, facts=facts)
 
 
-def boot_ids(runner: SshRunner, nodes: list[str]) -> dict[str, str | None]:
-    """Each node's boot id before the method acts (None where it cannot be read)."""
-    results = runner.run(nodes, 'cat "${G5K_PROC:-/proc}/sys/kernel/random/boot_id"', timeout=PROBE_TIMEOUT)
+def boot_ids(runner: SshRunner, nodes: list[str], *, env: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Each node's boot id before the method acts (None where it cannot be read).
+
+    Read with the probe's ``env`` and working directory, or the "before" id comes from another place than
+    the "after" one and the reboot check compares unrelated values.
+    """
+    command = f'{_IN_WORKDIR}\ncat "${{G5K_PROC:-/proc}}/sys/kernel/random/boot_id"'
+    results = runner.run(nodes, command, timeout=PROBE_TIMEOUT, env=env)
     return {node: results[node].stdout.strip() if results[node].ok else None for node in nodes}
 
 

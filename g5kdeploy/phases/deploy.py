@@ -123,7 +123,7 @@ def _rounds(
         if not todo or clock.now() >= deadline:
             break
         expectation = method.expectation(context)
-        before = boot_ids(context.runner, todo) if expectation.rebooted else {}
+        before = boot_ids(context.runner, todo, env=env) if expectation.rebooted else {}
         for node in todo:
             ledger.nodes[node].attempts += 1
             ledger.nodes[node].state = "pending"

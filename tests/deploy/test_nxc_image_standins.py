@@ -4,8 +4,11 @@ real simulator's deployments API with exactly the published environment URL. Not
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from g5kdeploy.credentials import Endpoint
+from g5kdeploy.deploy import nxc_deployment
 from g5kdeploy.deploy.base import DeployContext
 from g5kdeploy.deploy.nxc import NxcMethod
 from g5kdeploy.errors import G5kError
@@ -30,6 +34,7 @@ RUN_ID = "statx-20261127T150000-ab12"
 STORE_IMAGE = "/nix/store/ffffffffffffffffffffffffffffffff-nixos.tar.xz"
 LOGIN = "jdoe"
 PUBLIC = f"http://public.nancy.grid5000.fr/~{LOGIN}/g5kdeploy/{RUN_ID}"
+MARKER = "a1b2c3d4e5f6"
 SPEED = 600.0
 DEPLOY_SECONDS = 120.0
 PLAYBOOK = f"""
@@ -63,6 +68,10 @@ class Bed:
         self.home.mkdir()
         self.log = tmp_path / "frontend.log"
         self.flake = tmp_path / "flake"
+        # The frontend's resolver (stand-in getent): addresses of the simulated nodes; no traffic goes there.
+        self.addresses = {node: f"172.16.64.{index}" for index, node in enumerate(self.nodes, 1)}
+        hosts = tmp_path / "hosts"
+        hosts.write_text("".join(f"{node} {address}\n" for node, address in self.addresses.items()))
         self.env = {
             "PATH": f"{STANDINS}:{os.environ['PATH']}",
             "HOME": str(self.home),
@@ -70,6 +79,7 @@ class Bed:
             "STANDIN_LOG": str(self.log),
             "STANDIN_ROOT": ROOT,
             "STANDIN_KERNEL": KERNEL,
+            "STANDIN_HOSTS": str(hosts),
         }
         record = RunRecord(
             run_id=RUN_ID,
@@ -78,7 +88,7 @@ class Bed:
             testbed="grid5000",
             api_url=server.url,
             roles={"collector": self.nodes[:1], "exporter": self.nodes[1:]},
-            deploy=DeployRecord(method="nxc", marker="m"),
+            deploy=DeployRecord(method="nxc", marker=MARKER),
         )
         self.context = DeployContext(
             record=record,
@@ -90,10 +100,19 @@ class Bed:
             workdirs={},
         )
 
-    def method(self) -> NxcMethod:
+    def method(self, cmdline_limit: int = nxc_deployment.CMDLINE_LIMIT) -> NxcMethod:
         return NxcMethod(
-            frontend=FRONTEND, runner=self.runner, directory=str(self.flake), env=self.env, public_key_text=KEY
+            frontend=FRONTEND,
+            runner=self.runner,
+            directory=str(self.flake),
+            env=self.env,
+            public_key_text=KEY,
+            http_bind=self.loop.nodes[0].address,
+            cmdline_limit=cmdline_limit,
         )
+
+    def description(self) -> dict[str, Any]:
+        return yaml.safe_load((self.home / "public" / "g5kdeploy" / RUN_ID / "nixos.yaml").read_text())
 
     def close(self) -> None:
         self.runner.close()
@@ -136,21 +155,34 @@ def test_standin_image_plan_publishes_then_boot_deploys_that_url(bed):
     assert image["path"] == f"~/public/g5kdeploy/{RUN_ID}/nixos.tar.xz"
     assert image["source"] == str(source)
 
-    # The environment description: nxc's, with the image URL rewritten and the rest kept.
-    description = bed.home / "public" / "g5kdeploy" / RUN_ID / "nixos.yaml"
-    text = description.read_text()
-    assert hashlib.sha256(text.encode()).hexdigest() == image["description_sha256"]
-    env = yaml.safe_load(text)
-    assert env["image"] == {"file": f"{PUBLIC}/nixos.tar.xz", "kind": "tar", "compression": "xz"}
-    assert env["boot"]["kernel"] == "/boot/bzImage" and env["boot"]["initrd"] == "/boot/initrd"
-    assert "deploy=eyJkZXBsb3ltZW50Ijp7fX0=" in env["boot"]["kernel_params"]
-    assert env["filesystem"] == "ext4"
-    assert plan["environment"] == image["description_url"] == f"{PUBLIC}/nixos.yaml"
     assert not (bed.home / "public" / "nixos.tar.xz").exists(), "nxc's shared ~/public/nixos.tar.xz is not used"
 
-    # Boot: a Kadeploy deployment with exactly that URL and the user's key; every node OK.
+    # The deployment descriptor nxc's initrd reads, made for every node of the run in nxc's role order.
+    descriptor = plan["descriptor"]
+    assert descriptor["ssh_key.pub"] == KEY and descriptor["user"] == LOGIN
+    assert descriptor["composition"] == "composition" and descriptor["all"]["image"] == STORE_IMAGE
+    placed = {ip: (entry["role"], entry["host"]) for ip, entry in descriptor["deployment"].items()}
+    assert placed == {
+        bed.addresses[bed.nodes[0]]: ("collector", "collector1"),
+        bed.addresses[bed.nodes[1]]: ("exporter", "exporter1"),
+        bed.addresses[bed.nodes[2]]: ("exporter", "exporter2"),
+    }
+    assert plan["deploy_param"].startswith("kernel command line, base64")
+    assert plan["environment"] == f"{PUBLIC}/nixos.yaml"
+
+    # Boot: the environment description written next to the image, then a Kadeploy deployment with exactly
+    # its URL and the user's key; every node OK.
     outcomes = method.boot(bed.context, bed.nodes, deadline=bed.clock.now() + 3 * DEPLOY_SECONDS)
     assert {node: outcome.ok for node, outcome in outcomes.items()} == dict.fromkeys(bed.nodes, True), outcomes
+    env = bed.description()
+    assert env["image"] == {"file": f"{PUBLIC}/nixos.tar.xz", "kind": "tar", "compression": "xz"}
+    assert env["boot"]["kernel"] == "/boot/bzImage" and env["boot"]["initrd"] == "/boot/initrd"
+    assert env["filesystem"] == "ext4" and env["partition_type"] == 131 and env["arch"] == "x86_64"
+    params = env["boot"]["kernel_params"].split()
+    assert "check_kernel_initrd" in params and f"g5k.run={MARKER}" in params
+    (deploy,) = [param.removeprefix("deploy=") for param in params if param.startswith("deploy=")]
+    sent = json.loads(base64.b64decode(deploy))
+    assert {ip: (entry["role"], entry["host"]) for ip, entry in sent["deployment"].items()} == placed
     deployments = bed.server.simulator.list_deployments("nancy", {}, 0, 50)[0]
     assert len(deployments) == 1
     assert deployments[0]["environment"] == plan["environment"]
@@ -159,9 +191,42 @@ def test_standin_image_plan_publishes_then_boot_deploys_that_url(bed):
 
     expectation = method.expectation(bed.context)
     assert expectation.rebooted and expectation.kernel_options and expectation.exporter
-    assert not expectation.marker
+    assert expectation.marker, "the run's marker is on the image's kernel command line"
     assert expectation.toplevel[bed.nodes[0]].endswith("collector")
     assert expectation.toplevel[bed.nodes[2]].endswith("exporter")
+
+
+class FetchingApi(Api):
+    """Stand-in for a node's initrd at Kadeploy time: when the deployment is created, fetch what the
+    environment's deploy= names, as the booted image would. All HTTP to the API still reaches the simulator."""
+
+    def __init__(self, api: Api, description: Any) -> None:
+        self.__dict__.update(api.__dict__)
+        self.read_description = description
+        self.fetched: list[dict[str, Any]] = []
+
+    def create_deployment(self, site: str, body: dict[str, Any]) -> dict[str, Any]:
+        params = self.read_description()["boot"]["kernel_params"].split()
+        (url,) = [param.removeprefix("deploy=") for param in params if param.startswith("deploy=")]
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            self.fetched.append(json.loads(answer.read()))
+        return super().create_deployment(site, body)
+
+
+def test_standin_image_descriptor_too_long_is_served_while_kadeploy_runs(bed):
+    api = FetchingApi(bed.api, bed.description)
+    bed.context.api = api
+    method = bed.method(cmdline_limit=64)
+    plan = method.plan(bed.context, bed.nodes)
+    assert plan["deploy_param"].startswith("HTTP from")
+    # Starting the server takes wall-clock time, which the simulator's clock runs through 600 times faster.
+    outcomes = method.boot(bed.context, bed.nodes, deadline=bed.clock.now() + 30 * DEPLOY_SECONDS)
+    assert all(outcome.ok for outcome in outcomes.values()), outcomes
+    assert api.fetched == [plan["descriptor"]]
+    (url,) = [p.removeprefix("deploy=") for p in bed.description()["boot"]["kernel_params"].split() if "deploy=" in p]
+    assert url.startswith(f"http://{bed.loop.nodes[0].address}:")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
 
 
 def test_standin_image_boot_after_restart_uses_the_saved_plan(bed):
@@ -174,6 +239,7 @@ def test_standin_image_boot_after_restart_uses_the_saved_plan(bed):
     assert all(outcome.ok for outcome in outcomes.values()), outcomes
     deployments = bed.server.simulator.list_deployments("nancy", {}, 0, 50)[0]
     assert [d["environment"] for d in deployments] == [f"{PUBLIC}/nixos.yaml"]
+    assert f"g5k.run={MARKER}" in bed.description()["boot"]["kernel_params"]
     assert sorted(deployments[0]["nodes"]) == bed.nodes[1:]
     assert fresh.expectation(bed.context).toplevel[bed.nodes[0]].endswith("collector")
 

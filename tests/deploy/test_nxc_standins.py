@@ -3,14 +3,16 @@ first on the remote PATH. One node also plays the frontend. Nothing here runs Ni
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from g5kdeploy.clock import WallClock
-from g5kdeploy.deploy import nix
+from g5kdeploy.deploy import nix, nxc_deployment
 from g5kdeploy.deploy.base import DeployContext
 from g5kdeploy.deploy.nxc import NxcMethod
 from g5kdeploy.errors import G5kError
@@ -47,6 +49,8 @@ class Bed:
         self.loop = start_nodes(tmp_path / "loop", NAMES)
         self.runner = SshRunner(self.loop.ssh_config)
         self.log = tmp_path / "frontend.log"
+        self.hosts = tmp_path / "hosts"
+        self.hosts.write_text("".join(f"{node.name} {node.address}\n" for node in self.loop.nodes))
         self.workdirs = {node.name: node.workdir for node in self.loop.nodes}
         for node in self.loop.nodes:
             # The stand-in kexec -e stops and restarts the node's sshd through this file.
@@ -57,6 +61,7 @@ class Bed:
             "STANDIN_ROOT": ROOT,
             "STANDIN_KERNEL": KERNEL,
             "STANDIN_DOWN": str(DOWN),
+            "STANDIN_HOSTS": str(self.hosts),
         }
         record = RunRecord(
             run_id="exp-test",
@@ -78,7 +83,7 @@ class Bed:
         )
         self.flake = tmp_path / "flake"
 
-    def method(self, **env: str) -> NxcMethod:
+    def method(self, cmdline_limit: int = nxc_deployment.CMDLINE_LIMIT, **env: str) -> NxcMethod:
         return NxcMethod(
             frontend=NAMES[0],
             runner=self.runner,
@@ -86,6 +91,9 @@ class Bed:
             env={**self.env, **env},
             settle_seconds=1.5,
             public_key_text="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIStandinKey test@standin",
+            # The frontend is a loopback node: its server must listen where the other nodes can reach it.
+            http_bind=self.loop.nodes[0].address,
+            cmdline_limit=cmdline_limit,
         )
 
     def close(self) -> None:
@@ -147,16 +155,54 @@ def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
     outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
     elapsed = time.monotonic() - began
     assert {node: outcome.ok for node, outcome in outcomes.items()} == dict.fromkeys(NAMES, True), outcomes
+    hosts = {
+        NAMES[0]: "collector host collector1",
+        **{name: f"exporter host exporter{i}" for i, name in enumerate(NAMES[1:], 1)},
+    }
     for node in NAMES:
         loaded = bed.kexec_log(node)
         assert f"g5k.run={MARKER}" in loaded and "check_kernel_initrd" in loaded
         assert "down " in loaded, "kexec -e never ran"
+        # What nxc's initrd needs: its own address in the descriptor, with the role the run gave the node.
+        assert f"stage-1: role {hosts[node]} from base64" in loaded, loaded
     # One node takes about 1 s (delay) + 2 s (down) + probing; four in series would take over 12 s.
     assert elapsed < 2 * (1 + DOWN) + 2, elapsed
     expectation = method.expectation(bed.context)
     assert expectation.marker and expectation.rebooted
     assert expectation.toplevel[NAMES[0]].endswith("collector")
     assert expectation.toplevel[NAMES[3]].endswith("exporter")
+
+
+def test_standin_descriptor_too_long_for_the_command_line_is_served_from_the_frontend_during_boot(bed):
+    """Above nxc's limit (above four nodes, nxc's own server dies with `nxc start --start-option no-launch`)
+    the nodes fetch the descriptor from a server on the frontend that lives for the boot only."""
+    method = bed.method(cmdline_limit=64)
+    plan = method.plan(bed.context, NAMES)
+    assert plan["deploy_param"].startswith("HTTP from")
+    outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
+    assert all(outcome.ok for outcome in outcomes.values()), outcomes
+    urls = set()
+    for node in NAMES:
+        loaded = bed.kexec_log(node)
+        assert "from http" in loaded, loaded
+        urls.add(next(word for word in loaded.split() if word.startswith("--append=deploy=")).split("=", 2)[2])
+    (url,) = urls
+    assert url.startswith(f"http://{bed.loop.nodes[0].address}:")
+    served = json.loads((bed.workdirs[NAMES[1]] / "deployment.json").read_text())
+    assert served["deployment"][bed.loop.nodes[1].address]["toplevel"].endswith("nixos-system-exporter")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
+
+
+def test_standin_retrying_one_node_still_describes_every_node_of_the_run(bed):
+    """nxc would give a role with no node in the machine file a host of its own and shift the others, and
+    each node's /etc/hosts comes from the descriptor: a retry of one node plans for the whole run."""
+    plan = bed.method().plan(bed.context, [NAMES[2]])
+    assert plan["nodes"] == [NAMES[2]]
+    assert (bed.flake / ".g5k-machines").read_text().split() == NAMES
+    start = next(line for line in bed.log.read_text().splitlines() if line.startswith("nxc -d . start"))
+    assert "-r collector=1 -r exporter=3" in start
+    assert len(plan["descriptor"]["deployment"]) == len(NAMES)
 
 
 def test_standin_node_that_never_comes_back_fails_alone(bed):
@@ -188,6 +234,15 @@ def test_parsers():
         "kexec -e\n"
     )
     assert nix.parse_kexec_script(script) == nix.KexecParams("/k/bzImage", "/k/initrd", "deploy=x console=ttyS0")
+    # nxc 0.7.11's own script: kernel and initrd come from variables it sets first.
+    script = (
+        "#!/usr/bin/env bash\n: ${KERNEL:=/home/jdoe/k/bzImage}\n: ${INITRD:=/home/jdoe/k/initrd}\n"
+        'kexec -l $KERNEL --initrd=$INITRD --append="deploy=x console=ttyS0"\nkexec -e\n'
+    )
+    parsed = nix.parse_kexec_script(script)
+    assert (parsed.kernel, parsed.initrd) == ("/home/jdoe/k/bzImage", "/home/jdoe/k/initrd")
+    with pytest.raises(G5kError, match="variable"):
+        nix.parse_kexec_script('kexec -l $KERNEL --initrd=/i --append="deploy=x"\n')
     with pytest.raises(G5kError):
         nix.parse_kexec_script("kexec -e\n")
     old = '[{"path": "/nix/store/a", "narSize": 3}, {"path": "/nix/store/b", "valid": false}]'

@@ -1,0 +1,202 @@
+"""nxc's deployment descriptor: what its initrd reads from ``deploy=`` on the kernel command line to learn
+each node's role and hostname, the user's key and where the compositions are.
+
+nxc 0.7.11 only writes it in ``nxc start``, and above four nodes it hands it out from an HTTP server that
+lives inside the nxc process: gone as soon as ``nxc start --start-option no-launch`` returns, long before a
+node boots. For ``g5k-image`` the descriptor and the Kadeploy environment are written by the same ``nxc
+start`` that then runs kadeploy3 itself. So the agent makes the descriptor here (the same JSON, the same
+role and host assignment as nxc's ``populate_deployment_ips``), puts it base64-encoded on the kernel command
+line when it fits within nxc's limit, and otherwise serves it from the frontend for the boot's duration only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from g5kdeploy.deploy.nix import Frontend
+from g5kdeploy.errors import ConfigError, G5kError
+
+#: nxc refuses a base64 descriptor longer than this (``generate_deploy_info_b64``): the kernel's command
+#: line is 4096 bytes on x86 and the rest of the parameters need room.
+CMDLINE_LIMIT = 4096 - 256
+#: nxc's KADEPLOY_ARCH: compose-info's system → the architecture Kadeploy names.
+KADEPLOY_ARCH = {"x86_64-linux": "x86_64", "aarch64-linux": "aarch64", "powerpc64le-linux": "ppc64le"}
+SERVE_DIR = ".g5k-deploy-http"
+DESCRIPTOR_NAME = "deployment.json"
+_DEPLOY_PARAM = re.compile(r"(?<!\S)deploy=\S*")
+_SERVING = re.compile(r"Serving HTTP on (\S+) port (\d+)")
+SERVER_START_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One node in the descriptor: its address (the initrd finds itself by it), role and hostname."""
+
+    node: str
+    ip: str
+    role: str
+    host: str
+
+
+def hostnames(role: str, count: int) -> list[str]:
+    """``-r role=N`` in nxc names the hosts ``role1`` .. ``roleN``, even for one."""
+    return [f"{role}{index}" for index in range(1, count + 1)]
+
+
+def composition_roles(compose_info: Mapping[str, Any], composition: str = "composition") -> dict[str, Any]:
+    """role → toplevel (or nxc's older ``{"init": ...}``), in compose-info's order, which nxc fills in."""
+    try:
+        roles = compose_info["compositions_info"][composition]["roles"]
+    except (KeyError, TypeError):
+        raise G5kError(f"compose-info has no compositions_info.{composition}.roles") from None
+    return dict(roles)
+
+
+def place(
+    roles_in_order: Sequence[str], members: Mapping[str, Sequence[str]], ips: Mapping[str, str]
+) -> list[Placement]:
+    """Every node of the run, role by role in compose-info's order, as nxc assigns the machine file's lines.
+
+    Every role must have nodes: nxc gives a role without any a host of its own and takes the next address for
+    it, which shifts every later node into the wrong role."""
+    empty = [role for role in roles_in_order if not members.get(role)]
+    extra = sorted(set(members) - set(roles_in_order))
+    if empty or extra:
+        problems = [f"no node for role {role}" for role in empty]
+        problems += [f"role {role} is not in the composition" for role in extra]
+        raise ConfigError(
+            "the run's roles do not match the composition's: " + "; ".join(problems),
+            hint="the composition's roles and reservation.roles must be the same names, each with nodes",
+        )
+    placements: list[Placement] = []
+    for role in roles_in_order:
+        nodes = list(members[role])
+        for node, host in zip(nodes, hostnames(role, len(nodes)), strict=True):
+            if node not in ips:
+                raise G5kError(f"no address for {node}")
+            placements.append(Placement(node=node, ip=ips[node], role=role, host=host))
+    return placements
+
+
+def descriptor(
+    compose_info: Mapping[str, Any],
+    placements: Sequence[Placement],
+    *,
+    ssh_key: str,
+    user: str,
+    composition: str = "composition",
+) -> dict[str, Any]:
+    """The JSON nxc writes to ``deploy/<composition>::<flavour>.json``."""
+    roles = composition_roles(compose_info, composition)
+    deployment: dict[str, dict[str, str]] = {}
+    for placement in placements:
+        entry = {"role": placement.role, "host": placement.host}
+        role_info = roles[placement.role]
+        if isinstance(role_info, str):
+            entry["toplevel"] = role_info
+        elif isinstance(role_info, dict) and "init" in role_info:
+            entry["init"] = str(role_info["init"])
+        deployment[placement.ip] = entry
+    info: dict[str, Any] = {"ssh_key.pub": ssh_key.strip(), "deployment": deployment}
+    if "all" in compose_info:
+        info["all"] = compose_info["all"]
+    if "compositions_info_path" in compose_info:
+        info["compositions_info_path"] = compose_info["compositions_info_path"]
+    info["composition"] = composition
+    info["user"] = user
+    return info
+
+
+def cmdline_value(info: Mapping[str, Any]) -> str:
+    """nxc's base64 form: the descriptor with each node reduced to its role and host."""
+    reduced = {key: value for key, value in info.items() if key != "deployment"}
+    reduced["deployment"] = {
+        ip: {"role": entry["role"], "host": entry.get("host", entry["role"])}
+        for ip, entry in info["deployment"].items()
+    }
+    return base64.b64encode(json.dumps(reduced).encode()).decode()
+
+
+def inline_value(info: Mapping[str, Any], limit: int = CMDLINE_LIMIT) -> str | None:
+    """The base64 value when it fits on the kernel command line, else None (serve it instead)."""
+    value = cmdline_value(info)
+    return value if len(value) <= limit else None
+
+
+def with_deploy(append: str, value: str) -> str:
+    """The kernel command line with its ``deploy=`` parameter set to ``value``."""
+    if not _DEPLOY_PARAM.search(append):
+        raise G5kError("nxc's kernel command line has no deploy= parameter", hint=append[:300])
+    return _DEPLOY_PARAM.sub(lambda _match: f"deploy={value}", append, count=1)
+
+
+def resolve_ips(frontend: Frontend, nodes: Sequence[str], *, timeout: float) -> dict[str, str]:
+    """Each node's IPv4 address as the frontend resolves it (nxc uses ``gethostbyname_ex`` there)."""
+    lookups = "; ".join(f"echo {shlex.quote(node)} $(getent ahostsv4 {shlex.quote(node)} | head -n1)" for node in nodes)
+    result = frontend.run(lookups, timeout=timeout, what="resolving the nodes' addresses")
+    ips: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        words = line.split()
+        if len(words) >= 2:
+            ips[words[0]] = words[1]
+    unresolved = [node for node in nodes if node not in ips]
+    if unresolved:
+        raise G5kError(f"{frontend.host} cannot resolve {', '.join(unresolved)}")
+    return ips
+
+
+@dataclass(frozen=True)
+class ServedDescriptor:
+    """The descriptor served over HTTP from the frontend; ``pid`` is the server's ``timeout`` wrapper."""
+
+    url: str
+    pid: int
+
+
+def serve_command(text: str, *, bind: str | None, seconds: float) -> str:
+    """Write the descriptor under ``.g5k-deploy-http/`` and serve that directory alone, detached, for at most
+    ``seconds`` (``timeout`` ends it even if the agent dies). Prints the server's pid and banner."""
+    # The address the nodes reach the frontend by: the source address of its default route (no packet is
+    # sent by a UDP connect), as nxc's own HTTP server finds it.
+    detect = (
+        "python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        's.connect(("10.255.255.255", 1)); print(s.getsockname()[0])\''
+    )
+    address = shlex.quote(bind) if bind else f"$({detect})"
+    return (
+        f"set -e; mkdir -p {SERVE_DIR}; cd {SERVE_DIR}; printf %s {shlex.quote(text)} > {DESCRIPTOR_NAME}; "
+        f"nohup timeout {max(1, int(seconds))} python3 -u -m http.server --bind {address} 0 "
+        "> server.log 2>&1 < /dev/null & pid=$!; "
+        f"for _ in $(seq {int(SERVER_START_SECONDS * 10)}); do grep -q 'Serving HTTP' server.log && break; "
+        "kill -0 $pid 2>/dev/null || break; sleep 0.1; done; echo pid=$pid; cat server.log"
+    )
+
+
+def serve(frontend: Frontend, info: Mapping[str, Any], *, bind: str | None, seconds: float) -> ServedDescriptor:
+    """Serve the descriptor from the frontend; the URL is what the nodes' initrd fetches."""
+    result = frontend.run(
+        serve_command(json.dumps(info, indent=2), bind=bind, seconds=seconds),
+        timeout=SERVER_START_SECONDS + 20,
+        what="serving the deployment descriptor",
+    )
+    pid = re.search(r"^pid=(\d+)$", result.stdout, re.MULTILINE)
+    banner = _SERVING.search(result.stdout)
+    if not pid or not banner:
+        if pid:
+            stop(frontend, int(pid.group(1)))
+        raise G5kError(f"the descriptor's HTTP server did not start on {frontend.host}", hint=result.stdout[-500:])
+    return ServedDescriptor(url=f"http://{banner.group(1)}:{banner.group(2)}/{DESCRIPTOR_NAME}", pid=int(pid.group(1)))
+
+
+def stop(frontend: Frontend, pid: int) -> None:
+    """Stop the server; never raises (``timeout`` stops it at its deadline anyway)."""
+    try:
+        frontend.run(f"kill {pid} 2>/dev/null || true", timeout=30, what="stopping the descriptor's HTTP server")
+    except G5kError:
+        return
