@@ -27,6 +27,8 @@
         ebpf = ./nix/modules/ebpf.nix;
         benchmark = ./nix/modules/benchmark.nix;
         collector = ./nix/modules/collector.nix;
+        # For the controller that runs `g5k nightly`, not for the experiment's nodes.
+        g5k-nightly = ./nix/modules/g5k-nightly.nix;
       };
 
       checks.${system}.statx = pkgs.testers.runNixOSTest ./nix/tests/statx.nix;

@@ -46,7 +46,7 @@ log = get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 #: What the flake needs on the frontend, relative to the repository root.
-FLAKE_PARTS = ("flake.nix", "flake.lock", "nix", "nxc", "g5kdeploy/payload")
+FLAKE_PARTS = ("flake.nix", "flake.lock", "nxc.json", "nix", "nxc", "g5kdeploy/payload")
 #: The root public key, sent in the flake directory for ``nxc start -i``.
 ROOT_KEY_FILE = ".g5k-root-key.pub"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"

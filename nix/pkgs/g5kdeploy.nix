@@ -1,6 +1,6 @@
 # The g5k agent. execo and python-grid5000 are not in nixpkgs: packaged here from PyPI, minimally.
 { lib, buildPythonApplication, buildPythonPackage, fetchPypi, setuptools, ipython, requests, pyyaml
-, fabric, tenacity, structlog, typer, rich, pydantic, flask, werkzeug }:
+, fabric, tenacity, structlog, typer, rich, pydantic, flask, werkzeug, matplotlib, holidays, ruptures, scipy }:
 let
   execo = buildPythonPackage rec {
     pname = "execo";
@@ -27,7 +27,8 @@ buildPythonApplication {
     fileset = lib.fileset.unions [ ../../pyproject.toml ../../README.md ../../g5kdeploy ];
   };
   build-system = [ setuptools ];
-  dependencies = [ execo python-grid5000 requests fabric tenacity structlog typer rich pydantic pyyaml flask werkzeug ];
+  dependencies = [ execo python-grid5000 requests fabric tenacity structlog typer rich pydantic pyyaml flask werkzeug
+    matplotlib holidays ruptures scipy ];
   pythonImportsCheck = [ "g5kdeploy" ];
   meta = { description = "Grid'5000 experiment agent"; license = lib.licenses.mit; mainProgram = "g5k"; };
 }

@@ -9,10 +9,14 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+
+from g5kdeploy.deploy.nxc import FLAKE_PARTS
+from g5kdeploy.playbook import Deploy
 
 REPO = Path(__file__).resolve().parents[2]
 NIX = shutil.which("nix-instantiate")
@@ -75,6 +79,16 @@ def test_composition_roles_are_the_playbook_roles() -> None:
     assert sorted(roles) == nix_eval("builtins.attrNames (import ./nix/experiment.nix { }).roles")
 
 
+def test_nxc_json_names_the_composition_the_agent_deploys() -> None:
+    """nxc reads nxc.json from the directory it runs in (the flake's): a plain `nxc build` by hand and the
+    agent must build the same composition."""
+    nxc_json = json.loads((REPO / "nxc.json").read_text())
+    assert nxc_json["composition"] == Deploy(method="nxc").composition
+    assert (REPO / nxc_json["composition"]).is_file()
+    assert nxc_json["default_flavour"] == Deploy(method="nxc").flavour
+    assert "nxc.json" in FLAKE_PARTS
+
+
 def test_test_script_is_the_shared_file_with_the_nix_constants() -> None:
     script = nix_eval("(import ./nxc/composition.nix { }).testScript")
     assert script == nix_eval("(import ./nix/tests/statx.nix).testScript")
@@ -109,8 +123,19 @@ def test_flake_outputs() -> None:
         " checks = builtins.attrNames flake.checks.x86_64-linux; }"
     )
     assert set(outputs["packages"]) >= {"statx-bench", "statx-override", "g5kdeploy", "composition::g5k-nfs-store"}
-    assert outputs["modules"] == {"kernel": True, "ebpf": True, "benchmark": True, "collector": True}
+    modules = ("kernel", "ebpf", "benchmark", "collector", "g5k-nightly")
+    assert outputs["modules"] == dict.fromkeys(modules, True)
     assert outputs["checks"] == ["statx"]
+
+
+def test_the_agents_nix_package_has_every_dependency_of_pyproject() -> None:
+    """A dependency missing here installs fine and fails at the first import on the frontend."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = {re.split(r"[<>=!~ ;\[]", dep)[0].lower() for dep in pyproject["project"]["dependencies"]}
+    package = (REPO / "nix/pkgs/g5kdeploy.nix").read_text()
+    listed = re.search(r"\n  dependencies = \[([^\]]*)\]", package)
+    assert listed, "nix/pkgs/g5kdeploy.nix has no dependencies list"
+    assert {name.lower() for name in listed[1].split()} == wanted
 
 
 def test_dashboard_queries_the_programs_metrics() -> None:
