@@ -288,6 +288,15 @@ _DEFAULT = re.compile(r"^:\s+\$\{(\w+):=(.*)\}\s*$")
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 
+def file_size(frontend: Frontend, path: str, *, timeout: float) -> int:
+    """The size of ``path`` on the frontend (the nodes read nxc's kernel and initrd from the same NFS home)."""
+    result = frontend.run(f"stat -L -c %s {shlex.quote(path)}", timeout=timeout, what=f"reading the size of {path}")
+    try:
+        return int(result.stdout.strip())
+    except ValueError:
+        raise G5kError(f"unexpected size of {path}: {result.stdout[:100]!r}") from None
+
+
 def parse_kexec_script(text: str) -> KexecParams:
     """The ``kexec -l <kernel> --initrd=<initrd> --append="..."`` line of nxc's script, taken verbatim but for
     its ``$KERNEL`` and ``$INITRD``, which nxc 0.7.11 sets earlier in the script with ``: ${KERNEL:=<path>}``."""

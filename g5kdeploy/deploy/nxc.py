@@ -56,7 +56,16 @@ SETTLE_SECONDS = 5.0
 PROBE_TIMEOUT = 15.0
 BACKOFF = (1.0, 2.0, 4.0, 8.0)
 EVAL_TIMEOUT = 600.0
+GIB = 1 << 30
+#: What the new system needs besides its initrd: the initrd is held twice while it unpacks, then the system
+#: (a tmpfs root for the kexec flavours) runs; nixos-anywhere asks for 1.5 GB in all for a small initrd.
+RAM_HEADROOM = GIB
 QUERY_TIMEOUT = 300.0
+
+
+def ram_needed(initrd_bytes: int) -> int:
+    """RAM a node needs to kexec into an initrd of this size and run the system from it."""
+    return 2 * initrd_bytes + RAM_HEADROOM
 
 
 class NxcMethod:
@@ -180,10 +189,13 @@ class NxcMethod:
         kexec, descriptor = nix.nxc_prepare_kexec(
             self.frontend, deploy.flavour, machines, counts, identity=self.identity, timeout=budget
         )
+        initrd_bytes = nix.file_size(self.frontend, kexec.initrd, timeout=QUERY_TIMEOUT)
         steps["nxc_start"] = time.monotonic() - started
         self._plan = {
             **common,
             "kexec": kexec.to_dict(),
+            "initrd_bytes": initrd_bytes,
+            "ram_needed_bytes": ram_needed(initrd_bytes),
             "descriptor": descriptor,
             "deploy_param": self._deploy_param_plan(descriptor),
             "deadlines": {
@@ -210,10 +222,19 @@ class NxcMethod:
     def _boot_kexec(
         self, context: DeployContext, kexec: KexecParams, append: str, nodes: list[str], deadline: float
     ) -> dict[str, BootOutcome]:
+        args = f"{shlex.quote(kexec.kernel)} --initrd={shlex.quote(kexec.initrd)} --append={shlex.quote(append)}"
+        need = ram_needed(int(self._saved_plan(context).get("initrd_bytes", 0)))
         load = (
             f"cat {BOOT_ID} && "
-            f"kexec -l {shlex.quote(kexec.kernel)} --initrd={shlex.quote(kexec.initrd)} "
-            f"--append={shlex.quote(append)} && "
+            # Swap does not count: the new system starts with RAM only (nixos-anywhere #84).
+            # awk would print a byte count in floating point; the shell's arithmetic keeps it whole.
+            "kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo) && ram=$((kib * 1024)) && "
+            f'if [ "$ram" -lt {need} ]; then '
+            f'echo "needs {need / GIB:.1f} GiB of RAM for this initrd, has $((ram / {GIB})) GiB" >&2; exit 3; fi && '
+            # kexec_load first, as nxc does; a kernel in lockdown refuses it, and then only kexec_file_load
+            # (which checks the kernel's signature there) can load.
+            f"{{ {{ kexec -l {args} && echo syscall=kexec_load; }} || "
+            f"{{ kexec -s {args} && echo syscall=kexec_file_load; }}; }} && "
             # Detached and a second later, so this SSH session ends cleanly before the kernel goes away.
             "{ nohup sh -c 'sleep 1; kexec -e' >/dev/null 2>&1 & }"
         )
@@ -221,15 +242,20 @@ class NxcMethod:
         remaining = max(1.0, deadline - context.clock.now())
         loaded = context.runner.run(nodes, load, timeout=min(PROBE_TIMEOUT * 4, remaining), env=self.env or None)
         old_boot: dict[str, str] = {}
+        loaded_by: dict[str, str] = {}
         for node in nodes:
             result = loaded[node]
             if result.ok:
-                old_boot[node] = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+                lines = result.stdout.strip().splitlines()
+                old_boot[node] = lines[0] if lines else ""
+                loaded_by[node] = next((line for line in lines if line.startswith("syscall=")), "syscall=?")
                 continue
-            outcomes[node] = BootOutcome(ok=False, reason=f"kexec -l failed: {nix.describe_failure(result)}")
+            why = "not enough RAM" if result.exit_code == 3 else "kexec -l and kexec -s failed"
+            outcomes[node] = BootOutcome(ok=False, reason=f"{why}: {nix.describe_failure(result)}")
         kexec_at = context.clock.now()
         log.info("kexec started", nodes=len(old_boot), failed=len(outcomes))
-        outcomes.update(self._wait_for_ssh(context, old_boot, kexec_at, deadline))
+        for node, outcome in self._wait_for_ssh(context, old_boot, kexec_at, deadline).items():
+            outcomes[node] = BootOutcome(ok=outcome.ok, reason=outcome.reason, log=(loaded_by[node], *outcome.log))
         return {node: outcomes[node] for node in nodes}
 
     def _boot_image(

@@ -137,7 +137,9 @@ def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
     assert plan["missing_paths"] == []
     assert plan["closure_nar_size"] == 4096 + 123456789
     assert plan["toplevels"]["exporter"].endswith("nixos-system-exporter")
-    assert plan["kexec"]["kernel"] == f"{KERNEL}/bzImage"
+    # nxc's script sets the files through $KERNEL and $INITRD; the plan has the paths.
+    assert plan["kexec"]["kernel"] == str(bed.flake / "artifact/nix/store/bzImage")
+    assert plan["initrd_bytes"] == 4 << 20 and plan["ram_needed_bytes"] == 2 * (4 << 20) + (1 << 30)
     assert "nfs_store=" in plan["kexec"]["append"]
     commands = bed.log.read_text().splitlines()
     path_info = next(line for line in commands if "path-info" in line)
@@ -165,6 +167,7 @@ def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
         assert "down " in loaded, "kexec -e never ran"
         # What nxc's initrd needs: its own address in the descriptor, with the role the run gave the node.
         assert f"stage-1: role {hosts[node]} from base64" in loaded, loaded
+        assert outcomes[node].log[0] == "syscall=kexec_load"
     # One node takes about 1 s (delay) + 2 s (down) + probing; four in series would take over 12 s.
     assert elapsed < 2 * (1 + DOWN) + 2, elapsed
     expectation = method.expectation(bed.context)
@@ -215,13 +218,35 @@ def test_standin_node_that_never_comes_back_fails_alone(bed):
     assert all(outcomes[node].ok for node in NAMES if node != NAMES[2]), outcomes
 
 
+def test_standin_node_without_the_ram_for_the_initrd_is_refused_before_kexec(bed):
+    """A 1 TiB initrd (sparse) needs more RAM than this machine has: every node fails before kexec -l, with
+    what it needs and what it has, and none goes down."""
+    method = bed.method(STANDIN_INITRD_BYTES=str(1 << 40))
+    method.plan(bed.context, NAMES)
+    outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
+    for node in NAMES:
+        assert not outcomes[node].ok
+        assert "not enough RAM" in outcomes[node].reason and "needs 2049.0 GiB of RAM" in outcomes[node].reason
+        assert bed.kexec_log(node) == ""
+
+
+def test_standin_kernel_in_lockdown_loads_with_kexec_file_load(bed):
+    method = bed.method()
+    method.plan(bed.context, NAMES[:2])
+    (bed.workdirs[NAMES[1]] / "kexec-load-refused").touch()
+    outcomes = method.boot(bed.context, NAMES[:2], deadline=time.time() + 30)
+    assert outcomes[NAMES[0]].ok and outcomes[NAMES[0]].log[0] == "syscall=kexec_load"
+    assert outcomes[NAMES[1]].ok and outcomes[NAMES[1]].log[0] == "syscall=kexec_file_load", outcomes
+    assert bed.kexec_log(NAMES[1]).startswith("-s ")
+
+
 def test_standin_failed_kexec_load_fails_that_node_with_its_stderr(bed):
     method = bed.method()
     method.plan(bed.context, NAMES)
     (bed.workdirs[NAMES[1]] / "kexec-load-fails").touch()
     outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
     assert not outcomes[NAMES[1]].ok
-    assert "kexec -l failed" in outcomes[NAMES[1]].reason
+    assert "kexec -l and kexec -s failed" in outcomes[NAMES[1]].reason
     assert "Cannot allocate memory" in outcomes[NAMES[1]].reason
     assert "down " not in bed.kexec_log(NAMES[1]), "a node whose load failed must not be kexec'd"
     assert all(outcomes[node].ok for node in NAMES if node != NAMES[1]), outcomes
