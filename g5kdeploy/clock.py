@@ -15,6 +15,9 @@ from typing import Protocol
 class Clock(Protocol):
     """Time as the API sees it, in epoch seconds, and a way to let it pass."""
 
+    #: API seconds per wall-clock second (anything bounded by ``timeout`` on a remote host runs in the latter).
+    speed: float
+
     def now(self) -> float: ...
 
     def sleep(self, seconds: float) -> None:
@@ -24,6 +27,8 @@ class Clock(Protocol):
 
 class WallClock:
     """The real clock: Grid'5000's API runs on it."""
+
+    speed = 1.0
 
     def now(self) -> float:
         return time.time()

@@ -162,6 +162,8 @@ class NxcMethod:
         # The descriptor names every node of the run, not only those to boot now: each node's /etc/hosts is
         # made from it, and nxc would shift roles if one had no node.
         machines, counts = self._machines(context)
+        roles_in_order = list(nxc_deployment.composition_roles(info))
+        nxc_deployment.check_roles(roles_in_order, context.record.roles)
         common = self._plan_common(context, deploy, nodes, root, report)
         if deploy.flavour == nix.IMAGE_FLAVOUR:
             descriptor = self._image_descriptor(context, info, machines)
@@ -181,7 +183,7 @@ class NxcMethod:
                 "arch": self._arch(info),
                 "environment": nix.public_url(site, login, description),
                 "descriptor": descriptor,
-                "deploy_param": self._deploy_param_plan(descriptor),
+                "deploy_param": self._deploy_param_plan(descriptor, self._other_params(context, None)),
                 "deadlines": {"deploy_timeout": deploy.timeout, "poll_seconds": KadeployMethod().poll_seconds},
                 "plan_seconds": {step: round(seconds, 1) for step, seconds in steps.items()},
             }
@@ -189,6 +191,8 @@ class NxcMethod:
         kexec, descriptor = nix.nxc_prepare_kexec(
             self.frontend, deploy.flavour, machines, counts, identity=self.identity, timeout=budget
         )
+        ips = nxc_deployment.resolve_ips(self.frontend, machines, timeout=QUERY_TIMEOUT)
+        nxc_deployment.check_placement(descriptor, nxc_deployment.place(roles_in_order, context.record.roles, ips))
         initrd_bytes = nix.file_size(self.frontend, kexec.initrd, timeout=QUERY_TIMEOUT)
         steps["nxc_start"] = time.monotonic() - started
         self._plan = {
@@ -197,7 +201,7 @@ class NxcMethod:
             "initrd_bytes": initrd_bytes,
             "ram_needed_bytes": ram_needed(initrd_bytes),
             "descriptor": descriptor,
-            "deploy_param": self._deploy_param_plan(descriptor),
+            "deploy_param": self._deploy_param_plan(descriptor, self._other_params(context, kexec.append)),
             "deadlines": {
                 "deploy_timeout": deploy.timeout,
                 "settle_seconds": self.settle_seconds,
@@ -212,7 +216,8 @@ class NxcMethod:
         if not marker:
             raise G5kError("the run has no deploy marker to put on the kernel command line")
         plan = self._saved_plan(context)
-        with self._deploy_param(context, plan, deadline) as deploy_param:
+        append = plan["kexec"]["append"] if "kexec" in plan else None
+        with self._deploy_param(context, plan, self._other_params(context, append), deadline) as deploy_param:
             if self._deploy(context).flavour == nix.IMAGE_FLAVOUR:
                 return self._boot_image(context, plan, nodes, f"deploy={deploy_param} g5k.run={marker}", deadline)
             kexec = KexecParams(**plan["kexec"])
@@ -324,22 +329,34 @@ class NxcMethod:
             raise G5kError("no deployment descriptor in the run: plan the deploy first")
         return plan
 
-    def _deploy_param_plan(self, descriptor: dict[str, Any]) -> str:
-        inline = nxc_deployment.inline_value(descriptor, self.cmdline_limit)
+    @staticmethod
+    def _other_params(context: DeployContext, append: str | None) -> str:
+        """The kernel command line but for ``deploy=``: nxc's kexec append, or nxc's parameters for the
+        image; the run's marker in both cases."""
+        marker = context.record.deploy.marker if context.record.deploy else ""
+        base = nxc_deployment.without_deploy(append) if append is not None else nix.IMAGE_KERNEL_PARAMS
+        return f"{base} g5k.run={marker}"
+
+    def _deploy_param_plan(self, descriptor: dict[str, Any], others: str) -> str:
+        inline = nxc_deployment.inline_value(descriptor, others, self.cmdline_limit)
         if inline is not None:
             return f"kernel command line, base64, {len(inline)} characters"
-        return f"HTTP from {self.frontend.host} during the boot (over {self.cmdline_limit} characters in base64)"
+        limit = self.cmdline_limit
+        return f"HTTP from {self.frontend.host} during the boot (inline, the command line would pass {limit} bytes)"
 
     @contextmanager
-    def _deploy_param(self, context: DeployContext, plan: dict[str, Any], deadline: float) -> Iterator[str]:
-        """The value of ``deploy=``: the descriptor itself when it fits, else the URL of a server on the
-        frontend that lives until the boot returns (and, whatever happens here, not past the deadline)."""
+    def _deploy_param(
+        self, context: DeployContext, plan: dict[str, Any], others: str, deadline: float
+    ) -> Iterator[str]:
+        """The value of ``deploy=``: the descriptor itself when the command line stays short enough, else the
+        URL of a server on the frontend that lives until the boot returns (and never past the deadline)."""
         descriptor = plan["descriptor"]
-        inline = nxc_deployment.inline_value(descriptor, self.cmdline_limit)
+        inline = nxc_deployment.inline_value(descriptor, others, self.cmdline_limit)
         if inline is not None:
             yield inline
             return
-        seconds = max(1.0, deadline - context.clock.now())
+        # `timeout` on the frontend counts wall-clock seconds; the deadline is in the API's time.
+        seconds = max(1.0, (deadline - context.clock.now()) / context.clock.speed)
         served = nxc_deployment.serve(self.frontend, descriptor, bind=self.http_bind, seconds=seconds)
         log.info("deployment descriptor served", url=served.url, seconds=round(seconds))
         try:

@@ -22,12 +22,15 @@ from typing import Any
 from g5kdeploy.deploy.nix import Frontend
 from g5kdeploy.errors import ConfigError, G5kError
 
-#: nxc refuses a base64 descriptor longer than this (``generate_deploy_info_b64``): the kernel's command
-#: line is 4096 bytes on x86 and the rest of the parameters need room.
-CMDLINE_LIMIT = 4096 - 256
+#: The longest kernel command line the descriptor may be put on: x86's COMMAND_LINE_SIZE is 2048 bytes, NUL
+#: included, and the boot loader may add its own words (Kadeploy's grub adds BOOT_IMAGE=...). nxc's own check,
+#: 4096 - 256 for the base64 alone, is only safe because it switches to HTTP above four nodes.
+CMDLINE_LIMIT = 2048 - 128
 #: nxc's KADEPLOY_ARCH: compose-info's system → the architecture Kadeploy names.
 KADEPLOY_ARCH = {"x86_64-linux": "x86_64", "aarch64-linux": "aarch64", "powerpc64le-linux": "ppc64le"}
-SERVE_DIR = ".g5k-deploy-http"
+#: Each boot serves from a fresh directory of this prefix in the flake directory: two runs, or a server a
+#: crashed agent left behind, never hand out each other's descriptor.
+SERVE_PREFIX = ".g5k-deploy-http."
 DESCRIPTOR_NAME = "deployment.json"
 _DEPLOY_PARAM = re.compile(r"(?<!\S)deploy=\S*")
 _SERVING = re.compile(r"Serving HTTP on (\S+) port (\d+)")
@@ -63,17 +66,8 @@ def place(
 ) -> list[Placement]:
     """Every node of the run, role by role in compose-info's order, as nxc assigns the machine file's lines.
 
-    Every role must have nodes: nxc gives a role without any a host of its own and takes the next address for
-    it, which shifts every later node into the wrong role."""
-    empty = [role for role in roles_in_order if not members.get(role)]
-    extra = sorted(set(members) - set(roles_in_order))
-    if empty or extra:
-        problems = [f"no node for role {role}" for role in empty]
-        problems += [f"role {role} is not in the composition" for role in extra]
-        raise ConfigError(
-            "the run's roles do not match the composition's: " + "; ".join(problems),
-            hint="the composition's roles and reservation.roles must be the same names, each with nodes",
-        )
+    Every role must have nodes (``check_roles``)."""
+    check_roles(roles_in_order, members)
     placements: list[Placement] = []
     for role in roles_in_order:
         nodes = list(members[role])
@@ -113,6 +107,32 @@ def descriptor(
     return info
 
 
+def check_roles(roles_in_order: Sequence[str], members: Mapping[str, Sequence[str]]) -> None:
+    """Every composition role has nodes, and every role of the run is the composition's: nxc gives a role
+    without nodes a host of its own and takes the next address for it, shifting every later node's role."""
+    empty = [role for role in roles_in_order if not members.get(role)]
+    extra = sorted(set(members) - set(roles_in_order))
+    if empty or extra:
+        problems = [f"no node for role {role}" for role in empty]
+        problems += [f"role {role} is not in the composition" for role in extra]
+        raise ConfigError(
+            "the run's roles do not match the composition's: " + "; ".join(problems),
+            hint="the composition's roles and reservation.roles must be the same names, each with nodes",
+        )
+
+
+def check_placement(info: Mapping[str, Any], expected: Sequence[Placement]) -> None:
+    """nxc's descriptor gives each node the role and host the run expects (nxc placed them, not us)."""
+    got = {ip: f"{entry.get('role')}/{entry.get('host')}" for ip, entry in info.get("deployment", {}).items()}
+    wrong = [
+        f"{p.node} ({p.ip}): {p.role}/{p.host} expected, nxc wrote {got.get(p.ip, 'nothing')}"
+        for p in expected
+        if got.get(p.ip) != f"{p.role}/{p.host}"
+    ]
+    if wrong:
+        raise G5kError("nxc placed the nodes differently from the run:\n  " + "\n  ".join(wrong))
+
+
 def cmdline_value(info: Mapping[str, Any]) -> str:
     """nxc's base64 form: the descriptor with each node reduced to its role and host."""
     reduced = {key: value for key, value in info.items() if key != "deployment"}
@@ -123,10 +143,11 @@ def cmdline_value(info: Mapping[str, Any]) -> str:
     return base64.b64encode(json.dumps(reduced).encode()).decode()
 
 
-def inline_value(info: Mapping[str, Any], limit: int = CMDLINE_LIMIT) -> str | None:
-    """The base64 value when it fits on the kernel command line, else None (serve it instead)."""
+def inline_value(info: Mapping[str, Any], others: str, limit: int = CMDLINE_LIMIT) -> str | None:
+    """The base64 value when the whole kernel command line (``others`` is the rest of it) still fits within
+    ``limit`` bytes, else None (serve it instead)."""
     value = cmdline_value(info)
-    return value if len(value) <= limit else None
+    return value if len(f"{others} deploy={value}".encode()) <= limit else None
 
 
 def with_deploy(append: str, value: str) -> str:
@@ -134,6 +155,11 @@ def with_deploy(append: str, value: str) -> str:
     if not _DEPLOY_PARAM.search(append):
         raise G5kError("nxc's kernel command line has no deploy= parameter", hint=append[:300])
     return _DEPLOY_PARAM.sub(lambda _match: f"deploy={value}", append, count=1)
+
+
+def without_deploy(append: str) -> str:
+    """The kernel command line without its ``deploy=`` parameter."""
+    return " ".join(_DEPLOY_PARAM.sub("", append).split())
 
 
 def resolve_ips(frontend: Frontend, nodes: Sequence[str], *, timeout: float) -> dict[str, str]:
@@ -160,7 +186,7 @@ class ServedDescriptor:
 
 
 def serve_command(text: str, *, bind: str | None, seconds: float) -> str:
-    """Write the descriptor under ``.g5k-deploy-http/`` and serve that directory alone, detached, for at most
+    """Write the descriptor in a fresh directory and serve that directory alone, detached, for at most
     ``seconds`` (``timeout`` ends it even if the agent dies). Prints the server's pid and banner."""
     # The address the nodes reach the frontend by: the source address of its default route (no packet is
     # sent by a UDP connect), as nxc's own HTTP server finds it.
@@ -170,11 +196,13 @@ def serve_command(text: str, *, bind: str | None, seconds: float) -> str:
     )
     address = shlex.quote(bind) if bind else f"$({detect})"
     return (
-        f"set -e; mkdir -p {SERVE_DIR}; cd {SERVE_DIR}; printf %s {shlex.quote(text)} > {DESCRIPTOR_NAME}; "
-        f"nohup timeout {max(1, int(seconds))} python3 -u -m http.server --bind {address} 0 "
-        "> server.log 2>&1 < /dev/null & pid=$!; "
+        f"set -e; address={address}; "
+        '[ -n "$address" ] || { echo "no address to serve the descriptor on" >&2; exit 1; }; '
+        f'dir=$(mktemp -d {SERVE_PREFIX}XXXXXX); cd "$dir"; printf %s {shlex.quote(text)} > {DESCRIPTOR_NAME}; '
+        f'nohup timeout {max(1, int(seconds))} python3 -u -m http.server --bind "$address" 0 '
+        "> server.log 2>&1 < /dev/null & pid=$!; echo pid=$pid; "
         f"for _ in $(seq {int(SERVER_START_SECONDS * 10)}); do grep -q 'Serving HTTP' server.log && break; "
-        "kill -0 $pid 2>/dev/null || break; sleep 0.1; done; echo pid=$pid; cat server.log"
+        "kill -0 $pid 2>/dev/null || break; sleep 0.1; done; cat server.log"
     )
 
 
@@ -195,8 +223,10 @@ def serve(frontend: Frontend, info: Mapping[str, Any], *, bind: str | None, seco
 
 
 def stop(frontend: Frontend, pid: int) -> None:
-    """Stop the server; never raises (``timeout`` stops it at its deadline anyway)."""
+    """Stop the server; never raises (``timeout`` stops it at its deadline anyway). The pid is checked to
+    still be the server's: once ``timeout`` has ended it, another of the user's processes may have it."""
+    command = f"if grep -q http.server /proc/{pid}/cmdline 2>/dev/null; then kill {pid}; fi; true"
     try:
-        frontend.run(f"kill {pid} 2>/dev/null || true", timeout=30, what="stopping the descriptor's HTTP server")
+        frontend.run(command, timeout=30, what="stopping the descriptor's HTTP server")
     except G5kError:
         return

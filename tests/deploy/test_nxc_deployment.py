@@ -54,11 +54,42 @@ def test_descriptor_has_nxc_keys_and_the_base64_form_keeps_role_and_host_only():
     assert reduced["ssh_key.pub"] == info["ssh_key.pub"]
 
 
-def test_a_descriptor_over_the_limit_is_not_put_on_the_command_line():
+# What nixos-compose 0.7.11's generate_deploy_info_b64 prints for the same descriptor (run once on its source).
+NXC_B64 = (
+    "eyJzc2hfa2V5LnB1YiI6ICJzc2gtZWQyNTUxOSBBQUFBIG1lQGhlcmUiLCAiYWxsIjogeyJrZXJuZWwiOiAiL25peC9zdG9yZS9rL2J6SW1h"
+    "Z2UiLCAiaW5pdHJkIjogIi9uaXgvc3RvcmUvaS9pbml0cmQiLCAiaW1hZ2UiOiAiL25peC9zdG9yZS94LW5peG9zLnRhci54eiJ9LCAiY29t"
+    "cG9zaXRpb25zX2luZm9fcGF0aCI6ICIvbml4L3N0b3JlL2dnZ2dnZ2dnZ2dnZ2dnZ2dnZ2dnZ2dnZ2dnZ2dnZ2dnLWNvbXBvc2l0aW9ucy1p"
+    "bmZvLmpzb24iLCAiY29tcG9zaXRpb24iOiAiY29tcG9zaXRpb24iLCAidXNlciI6ICJqZG9lIiwgImRlcGxveW1lbnQiOiB7IjE3Mi4xNi42"
+    "NC43IjogeyJyb2xlIjogImNvbGxlY3RvciIsICJob3N0IjogImNvbGxlY3RvcjEifSwgIjE3Mi4xNi42NC4zIjogeyJyb2xlIjogImV4cG9y"
+    "dGVyIiwgImhvc3QiOiAiZXhwb3J0ZXIxIn0sICIxNzIuMTYuNjQuMSI6IHsicm9sZSI6ICJleHBvcnRlciIsICJob3N0IjogImV4cG9ydGVy"
+    "MiJ9fX0="
+)
+
+
+def test_the_base64_form_is_byte_for_byte_nxcs():
+    info = nxc_deployment.descriptor(INFO, placements(), ssh_key="ssh-ed25519 AAAA me@here", user="jdoe")
+    assert nxc_deployment.cmdline_value(info) == NXC_B64
+
+
+def test_the_descriptor_goes_inline_only_while_the_whole_command_line_fits():
     info = nxc_deployment.descriptor(INFO, placements(), ssh_key="k", user="jdoe")
     value = nxc_deployment.cmdline_value(info)
-    assert nxc_deployment.inline_value(info) == value
-    assert nxc_deployment.inline_value(info, limit=len(value) - 1) is None
+    others = "console=tty0 check_kernel_initrd g5k.run=abc"
+    whole = len(f"{others} deploy={value}")
+    assert nxc_deployment.inline_value(info, others, limit=whole) == value
+    assert nxc_deployment.inline_value(info, others, limit=whole - 1) is None
+    # x86's kernel command line is 2048 bytes with its NUL, and the boot loader may add words.
+    assert nxc_deployment.CMDLINE_LIMIT < 2048
+    assert nxc_deployment.without_deploy("a=1 deploy=xyz  b") == "a=1 b"
+
+
+def test_nxc_placing_a_node_in_another_role_is_caught():
+    expected = placements()
+    info = nxc_deployment.descriptor(INFO, expected, ssh_key="k", user="jdoe")
+    nxc_deployment.check_placement(info, expected)
+    info["deployment"]["172.16.64.3"]["role"] = "collector"
+    with pytest.raises(G5kError, match=r"gros-3 \(172.16.64.3\): exporter/exporter1 expected, nxc wrote collector"):
+        nxc_deployment.check_placement(info, expected)
 
 
 def test_deploy_parameter_is_replaced_wherever_it_is():

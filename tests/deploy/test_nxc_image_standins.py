@@ -216,7 +216,7 @@ class FetchingApi(Api):
 def test_standin_image_descriptor_too_long_is_served_while_kadeploy_runs(bed):
     api = FetchingApi(bed.api, bed.description)
     bed.context.api = api
-    method = bed.method(cmdline_limit=64)
+    method = bed.method(cmdline_limit=256)
     plan = method.plan(bed.context, bed.nodes)
     assert plan["deploy_param"].startswith("HTTP from")
     # Starting the server takes wall-clock time, which the simulator's clock runs through 600 times faster.

@@ -15,7 +15,7 @@ from g5kdeploy.clock import WallClock
 from g5kdeploy.deploy import nix, nxc_deployment
 from g5kdeploy.deploy.base import DeployContext
 from g5kdeploy.deploy.nxc import NxcMethod
-from g5kdeploy.errors import G5kError
+from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.playbook import parse_playbook
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import DeployRecord, RunRecord, RunStore
@@ -179,7 +179,7 @@ def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
 def test_standin_descriptor_too_long_for_the_command_line_is_served_from_the_frontend_during_boot(bed):
     """Above nxc's limit (above four nodes, nxc's own server dies with `nxc start --start-option no-launch`)
     the nodes fetch the descriptor from a server on the frontend that lives for the boot only."""
-    method = bed.method(cmdline_limit=64)
+    method = bed.method(cmdline_limit=256)
     plan = method.plan(bed.context, NAMES)
     assert plan["deploy_param"].startswith("HTTP from")
     outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
@@ -206,6 +206,14 @@ def test_standin_retrying_one_node_still_describes_every_node_of_the_run(bed):
     start = next(line for line in bed.log.read_text().splitlines() if line.startswith("nxc -d . start"))
     assert "-r collector=1 -r exporter=3" in start
     assert len(plan["descriptor"]["deployment"]) == len(NAMES)
+
+
+def test_standin_a_role_the_composition_lacks_stops_the_plan_before_nxc_start(bed):
+    bed.context.record.roles = {**bed.context.record.roles, "monitor": [NAMES[3]]}
+    bed.context.record.roles["exporter"] = NAMES[1:3]
+    with pytest.raises(ConfigError, match="role monitor is not in the composition"):
+        bed.method().plan(bed.context, NAMES)
+    assert not any(line.startswith("nxc -d . start") for line in bed.log.read_text().splitlines())
 
 
 def test_standin_node_that_never_comes_back_fails_alone(bed):
