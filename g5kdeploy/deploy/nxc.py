@@ -22,6 +22,7 @@ too long for it, from an HTTP server on the frontend that lives for the boot onl
 from __future__ import annotations
 
 import getpass
+import hashlib
 import shlex
 import shutil
 import tempfile
@@ -320,7 +321,17 @@ class NxcMethod:
             "closure_paths": len(report.present),
             "closure_nar_size": report.nar_size,
             "missing_paths": report.missing,
+            "flake_lock": self._flake_lock(),
         }
+
+    def _flake_lock(self) -> str:
+        """The sha256 of flake.lock, which pins nixpkgs and nxc; without it they follow their branches and two
+        nightly runs may build different systems from the same commit."""
+        lock = self.repo / "flake.lock"
+        if lock.is_file():
+            return hashlib.sha256(lock.read_bytes()).hexdigest()
+        log.warning("no flake.lock: nixpkgs and nxc are not pinned", hint="run `nix flake lock` and commit it")
+        return "absent: inputs follow their branches (run `nix flake lock` and commit flake.lock)"
 
     def _saved_plan(self, context: DeployContext) -> dict[str, Any]:
         """This process's plan, else the one saved in the run (a boot after a restart)."""

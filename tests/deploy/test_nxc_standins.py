@@ -24,6 +24,7 @@ from g5kdeploy.testbeds.loopback import start_nodes, stop_nodes
 from tests.deploy.common import CACHE_KEY, CACHE_URL, KERNEL, ROOT
 
 STANDINS = Path(__file__).resolve().parent / "standins"
+REPO = Path(__file__).resolve().parents[2]
 NAMES = [f"gros-{i}.nancy.grid5000.fr" for i in range(1, 5)]
 MARKER = "statx-20261127T150000-ab12-k9"
 DOWN = 2.0
@@ -135,6 +136,7 @@ def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
     assert (bed.flake / "g5kdeploy" / "payload").is_dir()
     assert plan["composition"] == ROOT
     assert plan["missing_paths"] == []
+    assert plan["flake_lock"].startswith("absent") != (REPO / "flake.lock").is_file()
     assert plan["closure_nar_size"] == 4096 + 123456789
     assert plan["toplevels"]["exporter"].endswith("nixos-system-exporter")
     # nxc's script sets the files through $KERNEL and $INITRD; the plan has the paths.
