@@ -20,7 +20,7 @@ from g5kdeploy.process import is_running, spawn_daemon, stop_pid, wait_for_line
 from g5kdeploy.results import LocalTestbedRecord, NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint
-from g5kdeploy.testbeds.loopback import require_sshd, start_nodes, stop_nodes
+from g5kdeploy.testbeds.loopback import forget_keys, require_sshd, start_nodes, stop_nodes
 from g5kdeploy.testbeds.monitoring import start_monitoring, stop_monitoring
 
 log = get_logger(__name__)
@@ -87,7 +87,7 @@ class LocalTestbed:
             return record.access
         if pids:
             stop_nodes(pids.values())
-        started = start_nodes(store.directory(record.run_id) / "testbed" / "nodes", names)
+        started = start_nodes(self._nodes_dir(record, store), names)
         local.sshd_pids = {node.name: node.pid for node in started.nodes}
         local.addresses = {node.name: node.address for node in started.nodes}
         record.local = local
@@ -135,6 +135,10 @@ class LocalTestbed:
         store.save(record)
         log.info("local monitoring up", prometheus=started.prometheus_url, exporters=len(started.exporter_pids))
 
+    @staticmethod
+    def _nodes_dir(record: RunRecord, store: RunStore) -> Path:
+        return store.directory(record.run_id) / "testbed" / "nodes"
+
     def ebpf_unavailable(self, record: RunRecord) -> str | None:  # noqa: ARG002 - the same for every run
         return "the local testbed runs the host's kernel: no custom kernel, no kprobe override"
 
@@ -148,6 +152,7 @@ class LocalTestbed:
             log.info("local nodes stopped", nodes=len(record.local.sshd_pids))
             record.local.sshd_pids = {}
             store.save(record)
+        forget_keys(self._nodes_dir(record, store))
         if record.local and record.local.simulator_pid:
             if stop_pid(record.local.simulator_pid, expect=SIMULATOR_MARK):
                 log.info("simulator stopped", pid=record.local.simulator_pid)

@@ -125,6 +125,14 @@ def stop_nodes(pids: Iterable[int], *, timeout: float = 10.0) -> None:
         wait_gone(pid, timeout=timeout)
 
 
+def forget_keys(directory: Path) -> None:
+    """Delete the private keys ``start_nodes`` made in ``directory`` (the client's and every node's host key):
+    a stopped run keeps none in its results. Starting the nodes again makes new ones."""
+    for key in [directory / "keys" / "id_ed25519", *directory.glob("nodes/*/ssh_host_ed25519_key")]:
+        key.unlink(missing_ok=True)
+        key.with_suffix(".pub").unlink(missing_ok=True)
+
+
 def node_is_up(node: LoopbackNode) -> bool:
     return is_running(node.pid, expect=SSHD_MARK) and _banner(node.address, node.port)
 

@@ -77,6 +77,9 @@ def test_run_produces_a_verified_report_and_a_snapshot_that_reopens(env, tmp_pat
     record = json.loads((run_dir / "run.json").read_text())
     assert record["released_at"]
     assert not any(is_running(pid) for pid in daemons(record) if pid)
+    # The throwaway SSH keys of the local nodes do not outlive the run in its results.
+    private = [p for p in run_dir.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    assert private == []
     facts = json.loads((run_dir / "nodes" / f"{record['roles']['exporter'][0]}.json").read_text())
     assert facts["kernel"] and facts["reference"]["uid"].startswith("gros-")
     rows = (run_dir / "exports" / "load.csv").read_text().splitlines()
