@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run every check: lint, format, and the whole test suite.
+# Set up (if needed) and run every check: lint, format, types, and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/pytest -q "$@"

@@ -127,21 +127,21 @@ def _status_row(record: RunRecord) -> dict[str, Any]:
     testbed = testbed_for(record.testbed)
     api = testbed.connect(record) if record.live_jobs() else None
     now = testbed.clock.now()
-    jobs = []
+    jobs: list[dict[str, Any]] = []
+    ends: list[int] = []
     for entry in record.jobs:
         job_state, started = entry.state, entry.started_at
         if api is not None and entry.uid is not None and entry.live:
             try:
                 live = api.get_job(entry.site, entry.uid)
-                job_state, started = live.get("state", job_state), live.get("started_at") or started
+                job_state = str(live.get("state", job_state))
+                # OAR reports started_at 0 before the start: keep the recorded time then, as the reserve phase does.
+                started = int(live["started_at"]) if live.get("started_at") else started
             except G5kError:
                 job_state = f"{entry.state} (recorded; API unreachable)"
         jobs.append({"site": entry.site, "uid": entry.uid, "state": job_state, "started_at": started})
-    ends = [
-        job["started_at"] + entry.walltime
-        for job, entry in zip(jobs, record.jobs, strict=True)
-        if job["started_at"] and job["state"] == "running"
-    ]
+        if started and job_state == "running":
+            ends.append(started + entry.walltime)
     return {
         "run_id": record.run_id,
         "testbed": record.testbed,

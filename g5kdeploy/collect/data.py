@@ -93,8 +93,8 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
     except (KeyError, TypeError, ValueError):
         _note(notes, f"{relative}: combination lacks threads or ebpf, skipped")
         return None
-    latency = result.get("latency_ns") if isinstance(result.get("latency_ns"), dict) else {}
-    errors = result.get("errors") if isinstance(result.get("errors"), dict) else {}
+    latency = json_object(result.get("latency_ns"))
+    errors = json_object(result.get("errors"))
     parsed = BenchResult(
         path=path,
         node=str(document.get("node") or path.stem),
@@ -119,6 +119,11 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
     if missing:
         _note(notes, f"{relative}: lacks {', '.join(missing)}; used for the rest")
     return parsed
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: a record's optional or damaged sub-object."""
+    return value if isinstance(value, dict) else {}
 
 
 def _float(value: Any) -> float | None:

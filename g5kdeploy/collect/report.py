@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.collect.data import BenchResult, Spread, group, load_results, spread
+from g5kdeploy.collect.data import BenchResult, Spread, group, json_object, load_results, spread
 from g5kdeploy.collect.document import (
     Bullets,
     Document,
@@ -163,7 +163,7 @@ def _systems(run: dict[str, Any], node_facts: Mapping[str, dict], results: list[
         blocks.append(Paragraph("No deploy phase recorded: the nodes ran the testbed's own system."))
     rows = []
     for node in nodes:
-        entry = recorded.get(node) if isinstance(recorded.get(node), dict) else {}
+        entry = json_object(recorded.get(node))
         facts = {**(entry.get("facts") or {}), **(node_facts.get(node) or {})}
         rows.append([node, ", ".join(roles_of.get(node, [])), str(facts.get("kernel") or "?"),
                      str(facts.get("system") or "?"), str(facts.get("config_sha256") or "?"),

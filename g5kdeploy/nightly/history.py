@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.collect.data import BenchResult, group, load_results
+from g5kdeploy.collect.data import BenchResult, group, json_object, load_results
 from g5kdeploy.collect.files import read_json, read_run
 from g5kdeploy.log import get_logger
 from g5kdeploy.results import RUN_FILE
@@ -169,7 +169,7 @@ def load_history(results_dir: Path, playbook_name: str, skipped: list[SkippedRun
             if not (run_dir / RUN_FILE).is_file():
                 continue
             run = read_run(run_dir)
-            playbook = run.get("playbook") if isinstance(run.get("playbook"), dict) else {}
+            playbook = json_object(run.get("playbook"))
             if not run:
                 # An unreadable run.json cannot tell its playbook: said only when its name suggests ours.
                 if run_dir.name.startswith(f"{playbook_name}-"):
@@ -191,9 +191,9 @@ def _skip(notes: list[SkippedRun], run_id: str, reason: str) -> None:
 
 def _summarise(run_dir: Path, run: dict[str, Any], notes: list[SkippedRun]) -> RunSummary | None:
     run_id = str(run.get("run_id") or run_dir.name)
-    phases = run.get("phases") if isinstance(run.get("phases"), dict) else {}
-    bench = phases.get("bench") if isinstance(phases.get("bench"), dict) else None
-    if bench is None:
+    phases = json_object(run.get("phases"))
+    bench = phases.get("bench")
+    if not isinstance(bench, dict):
         _skip(notes, run_id, "bench phase never ran")
         return None
     if bench.get("state") != "done":
@@ -237,14 +237,14 @@ def _hardware(nodes: Sequence[str], facts: dict[str, dict[str, Any]]) -> str:
 
 
 def _kernel_config(nodes: Sequence[str], facts: dict[str, dict[str, Any]], run: dict[str, Any]) -> str | None:
-    deploy = run.get("deploy") if isinstance(run.get("deploy"), dict) else {}
-    deployed = deploy.get("nodes") if isinstance(deploy.get("nodes"), dict) else {}
+    deploy = json_object(run.get("deploy"))
+    deployed = json_object(deploy.get("nodes"))
     hashes: set[str] = set()
     for node in nodes:
         value = facts.get(node, {}).get("config_sha256")
         if not value:
-            node_state = deployed.get(node) if isinstance(deployed.get(node), dict) else {}
-            deploy_facts = node_state.get("facts") if isinstance(node_state.get("facts"), dict) else {}
+            node_state = json_object(deployed.get(node))
+            deploy_facts = json_object(node_state.get("facts"))
             value = deploy_facts.get("config_sha256")
         if value:
             hashes.add(str(value))

@@ -80,9 +80,11 @@ def plan(api: Api, reservation: Reservation, *, now: float) -> Placement:
         chosen = _choose_site(api, reservation, candidates, clusters, pinned, counts, now, placement)
     by_site: dict[str, list[str]] = {}
     for name in reservation.roles:
-        site = pinned.get(name) or chosen
-        assert site is not None
-        by_site.setdefault(site, []).append(name)
+        home = pinned.get(name) or chosen
+        if home is None:
+            # Unreachable: a site is chosen whenever some role is not pinned to one by its cluster.
+            raise AssertionError(f"role {name!r} has neither a pinned site nor a chosen one")
+        by_site.setdefault(home, []).append(name)
     for site, names in by_site.items():
         types = list(reservation.types)
         roles = {name: reservation.roles[name] for name in names}
@@ -161,7 +163,7 @@ def _choose_site(
     counts: dict[str, int],
     now: float,
     placement: Placement,
-) -> str | None:
+) -> str:
     """The first listed site (for ``auto``: the roomiest) where every role fits now; reasons for the rest."""
     fitting: list[tuple[int, str, dict[str, int]]] = []
     for site in candidates:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import requests
 from grid5000 import Grid5000
 from grid5000.exceptions import Grid5000AuthenticationError, Grid5000Error
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from g5kdeploy.credentials import Endpoint
 from g5kdeploy.errors import ApiError
@@ -32,6 +32,14 @@ DEFAULT_TIMEOUT = 200.0
 
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and (exc.status is None or exc.status >= 500)
+
+
+def _failure(state: RetryCallState) -> str:
+    """The error of the attempt that just failed, for the retry log line."""
+    # tenacity records the outcome before it calls ``before_sleep``; it is only None before the first attempt.
+    if state.outcome is None:
+        return "unknown (no attempt recorded)"
+    return str(state.outcome.exception())
 
 
 @contextmanager
@@ -100,7 +108,7 @@ class Api:
             stop=stop_after_attempt(self._attempts),
             wait=wait_random_exponential(multiplier=1, max=self._retry_wait_max),
             before_sleep=lambda state: log.warning(
-                "api retry", action=action, attempt=state.attempt_number, error=str(state.outcome.exception())
+                "api retry", action=action, attempt=state.attempt_number, error=_failure(state)
             ),
             reraise=True,
         )
