@@ -219,12 +219,19 @@ def nxc_build(
     return info
 
 
-def role_toplevels(compose_info: dict[str, Any], composition: str = "composition") -> dict[str, str]:
-    """role → toplevel from compose-info (``compositions_info.<comp>.roles``)."""
+def composition_roles(compose_info: Mapping[str, Any], composition: str = "composition") -> dict[str, Any]:
+    """role → toplevel (or nxc's older ``{"init": ...}``) from compose-info's ``compositions_info.<comp>.roles``,
+    in compose-info's order, which is the order nxc fills roles in."""
     try:
         roles = compose_info["compositions_info"][composition]["roles"]
     except (KeyError, TypeError):
         raise G5kError(f"compose-info has no compositions_info.{composition}.roles") from None
+    return dict(roles)
+
+
+def role_toplevels(compose_info: dict[str, Any], composition: str = "composition") -> dict[str, str]:
+    """role → toplevel from compose-info."""
+    roles = composition_roles(compose_info, composition)
     return {role: value if isinstance(value, str) else str(value.get("toplevel")) for role, value in roles.items()}
 
 

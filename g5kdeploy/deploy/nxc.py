@@ -163,7 +163,7 @@ class NxcMethod:
         # The descriptor names every node of the run, not only those to boot now: each node's /etc/hosts is
         # made from it, and nxc would shift roles if one had no node.
         machines, counts = self._machines(context)
-        roles_in_order = list(nxc_deployment.composition_roles(info))
+        roles_in_order = list(nix.composition_roles(info))
         nxc_deployment.check_roles(roles_in_order, context.record.roles)
         common = self._plan_common(context, deploy, nodes, root, report)
         if deploy.flavour == nix.IMAGE_FLAVOUR:
@@ -379,7 +379,7 @@ class NxcMethod:
         if not self.public_key_text:
             raise ConfigError("g5k-image needs your public key for root on the nodes", hint="set ssh.key")
         ips = nxc_deployment.resolve_ips(self.frontend, machines, timeout=QUERY_TIMEOUT)
-        roles = list(nxc_deployment.composition_roles(info))
+        roles = list(nix.composition_roles(info))
         placements = nxc_deployment.place(roles, context.record.roles, ips)
         return nxc_deployment.descriptor(info, placements, ssh_key=self.public_key_text, user=self._login(context))
 

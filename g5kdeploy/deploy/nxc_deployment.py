@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from g5kdeploy.deploy.nix import Frontend
+from g5kdeploy.deploy.nix import Frontend, composition_roles
 from g5kdeploy.errors import ConfigError, G5kError
 
 #: The longest kernel command line the descriptor may be put on: x86's COMMAND_LINE_SIZE is 2048 bytes, NUL
@@ -50,15 +50,6 @@ class Placement:
 def hostnames(role: str, count: int) -> list[str]:
     """``-r role=N`` in nxc names the hosts ``role1`` .. ``roleN``, even for one."""
     return [f"{role}{index}" for index in range(1, count + 1)]
-
-
-def composition_roles(compose_info: Mapping[str, Any], composition: str = "composition") -> dict[str, Any]:
-    """role → toplevel (or nxc's older ``{"init": ...}``), in compose-info's order, which nxc fills in."""
-    try:
-        roles = compose_info["compositions_info"][composition]["roles"]
-    except (KeyError, TypeError):
-        raise G5kError(f"compose-info has no compositions_info.{composition}.roles") from None
-    return dict(roles)
 
 
 def place(

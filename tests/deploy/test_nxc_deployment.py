@@ -25,7 +25,7 @@ IPS = {"gros-1": "172.16.64.1", "gros-3": "172.16.64.3", "gros-7": "172.16.64.7"
 
 
 def placements() -> list[nxc_deployment.Placement]:
-    return nxc_deployment.place(list(nxc_deployment.composition_roles(INFO)), ROLES, IPS)
+    return nxc_deployment.place(list(nix.composition_roles(INFO)), ROLES, IPS)
 
 
 def test_nodes_are_placed_in_composition_order_with_nxc_host_names():
