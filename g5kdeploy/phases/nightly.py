@@ -11,7 +11,7 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 from g5kdeploy.errors import ConfigError
@@ -19,7 +19,7 @@ from g5kdeploy.log import get_logger
 from g5kdeploy.nightly.history import load_history
 from g5kdeploy.nightly.nightly_report import write_nightly
 from g5kdeploy.nightly.regression import Report, detect
-from g5kdeploy.nightly.schedule import Slot, explain
+from g5kdeploy.nightly.schedule import DEFAULT_MARGIN, Slot, explain
 from g5kdeploy.phases.pipeline import OnPhase, run_pipeline
 from g5kdeploy.phases.reserve import create_run
 from g5kdeploy.playbook import PARIS, Nightly, Playbook
@@ -46,12 +46,20 @@ def settings(playbook: Playbook) -> Nightly:
     return playbook.nightly or Nightly()
 
 
-def plan_night(playbook: Playbook, now: datetime) -> tuple[Slot, list[str]]:
-    """The next policy-legal slot for the playbook's nightly walltime, and why earlier nights were skipped."""
+#: Wall-clock seconds the agent may take between choosing a slot and OAR receiving the job.
+SUBMIT_SECONDS = 3.0
+
+
+def plan_night(playbook: Playbook, now: datetime, *, clock_speed: float = 1.0) -> tuple[Slot, list[str]]:
+    """The next policy-legal slot for the playbook's nightly walltime, and why earlier nights were skipped.
+
+    A slot starting now is pushed back by the margin, at least the time to submit: in a clock ``clock_speed``
+    times faster than the wall clock (the simulator), those seconds are that many more of the API's."""
     nightly = settings(playbook)
     walltime = parse_duration(nightly.walltime or playbook.reservation.walltime)
     hour, minute = (int(part) for part in nightly.start.split(":"))
-    return explain(now, walltime, time(hour, minute))
+    margin = max(DEFAULT_MARGIN, timedelta(seconds=SUBMIT_SECONDS * clock_speed))
+    return explain(now, walltime, time(hour, minute), margin=margin)
 
 
 def _tonight(store: RunStore, playbook: Playbook, key: str) -> RunRecord | None:
@@ -79,7 +87,7 @@ def run_nightly(
     slot: Slot | None = None
     notes: list[str] = []
     if testbed.usage_policy:
-        slot, notes = plan_night(playbook, now)
+        slot, notes = plan_night(playbook, now, clock_speed=testbed.clock.speed)
         # The night, not the slot: a later call the same night gets a later slot in the same window.
         key = slot.window_start.isoformat()
     else:

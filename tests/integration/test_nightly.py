@@ -36,8 +36,8 @@ nightly:
 
 @pytest.fixture
 def fast(agent_env):
-    # Ten simulated minutes a second: tonight's slot is at most 10 h (one minute) away, and the 5-minute
-    # margin before a slot that starts now still leaves the agent half a second to submit.
+    # Ten simulated minutes a second: tonight's slot is at most 10 h (one minute) away, and a slot that starts
+    # now is pushed back by 3 wall seconds (30 simulated minutes) for the agent to submit.
     with serve_in_thread(SimConfig(speed=600, launch_seconds=5, seed=4)) as server:
         yield server, {**agent_env, "G5K_API_URL": server.url}
 

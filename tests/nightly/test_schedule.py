@@ -10,7 +10,8 @@ import pytest
 
 from g5kdeploy.errors import ConfigError
 from g5kdeploy.nightly.schedule import Slot, _at, explain, is_working_day, next_slot, windows
-from g5kdeploy.playbook import PARIS
+from g5kdeploy.phases.nightly import SUBMIT_SECONDS, plan_night
+from g5kdeploy.playbook import PARIS, parse_playbook
 
 HOUR = 3600
 
@@ -191,3 +192,18 @@ def test_aware_now_in_any_timezone_and_naive_is_paris() -> None:
 def test_horizon_bounds_the_search() -> None:
     with pytest.raises(ConfigError, match="longest is Tue 24 Nov 19:00"):
         next_slot(paris(2026, 11, 24, 10), 20 * HOUR, horizon=timedelta(days=2))
+
+
+def test_a_faster_clock_leaves_the_agent_its_wall_seconds_to_submit() -> None:
+    """At simulator speed 600, 5 minutes of API time are half a wall second: the slot that starts now must
+    leave the agent its few wall seconds to submit, or OAR refuses it as already past."""
+    playbook = parse_playbook(
+        "version: 1\nname: n\ntestbed: grid5000\n"
+        "reservation: {site: nancy, roles: {node: {nodes: 1, cluster: gros}}, walltime: '1:00'}\n"
+        "nightly: {start: '19:05', walltime: '2:00'}\n"
+    )
+    now = paris(2026, 11, 24, 21, 0)
+    wall, _ = plan_night(playbook, now)
+    assert now + timedelta(minutes=5) <= wall.start <= now + timedelta(minutes=6)
+    fast, _ = plan_night(playbook, now, clock_speed=600)
+    assert fast.start >= now + timedelta(seconds=SUBMIT_SECONDS * 600)
