@@ -190,7 +190,9 @@ class Bed:
             },
             # The key is the test's, so nothing reads ~/.ssh.
             "ssh": {"key": str(self.key_file)},
-            "deploy": {"method": "kadeploy", "environment": ENVIRONMENT, "retries": 1, "timeout": 1800, **deploy},
+            # A minute of wall clock at speed 600: the SSH probes around the deployments take wall seconds, and
+            # on a loaded machine a tighter budget would run out before Kadeploy's 300 s even start.
+            "deploy": {"method": "kadeploy", "environment": ENVIRONMENT, "retries": 1, "timeout": 36000, **deploy},
         }
         record = RunRecord(
             run_id="exp-test",
