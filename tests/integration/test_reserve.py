@@ -114,7 +114,8 @@ def test_advance_reservation_accepted_waits_for_its_start(tmp_path, agent_env):
 
     with serve_in_thread(SimConfig(speed=3600, launch_seconds=5, seed=1)) as fast:
         clock = fast.simulator.clock
-        start = datetime.fromtimestamp(clock.now() + 7200, PARIS).replace(microsecond=0)
+        # Five wall seconds ahead at speed 3600: room to submit on a loaded machine before the start is past.
+        start = datetime.fromtimestamp(clock.now() + 5 * 3600, PARIS).replace(microsecond=0)
         when = start.strftime("%Y-%m-%d %H:%M:%S")
         store = RunStore(tmp_path / "results")
         playbook = parse_playbook(playbook_text(extra=f"  reservation: '{when}'\n"))
