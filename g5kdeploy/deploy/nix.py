@@ -84,6 +84,26 @@ def remote_path(path: str) -> str:
     return shlex.quote(path)
 
 
+#: Where nxc 0.7.11 looks for a ``/nix/...`` path before ``/nix`` itself (``Context.alternative_stores``, then the
+#: flake's ``artifact/nix``, in ``realpath_from_store``): the store of the static Nix that nxc's Grid'5000 setup
+#: runs from the home directory, where ``/nix/store/x`` is really ``~/.local/share/nix/root/nix/store/x``.
+ALTERNATIVE_STORES = ("$HOME/.local/share/nix/root/nix", "$HOME/.nix", "$PWD/artifact/nix")
+
+
+def locate_command(path_word: str, missing: str) -> str:
+    """Shell that sets ``$src`` to the file ``path_word`` (a shell word) names, resolved as nxc's
+    ``realpath_from_store`` does: symlinks followed as far as they go, then a ``/nix/...`` result tried under
+    each alternative store root first and as it is last. Exits 1 with ``missing`` (and the resolved path) on
+    stderr when none is a file. Run from the flake directory, nxc's environment directory."""
+    roots = " ".join(f'"{root}${{t#/nix}}"' for root in ALTERNATIVE_STORES)
+    return (
+        f"src=; t=$(readlink -m -- {path_word}); "
+        f'case "$t" in /nix/*) set -- {roots} "$t" ;; *) set -- "$t" ;; esac; '
+        'for p in "$@"; do if [ -f "$p" ]; then src=$p; break; fi; done; '
+        f'if [ -z "$src" ]; then echo {shlex.quote(missing)}" ($t)" >&2; exit 1; fi'
+    )
+
+
 def describe_failure(result: CommandResult) -> str:
     if result.timed_out:
         return f"timed out after {result.duration:.0f} s"
@@ -199,18 +219,32 @@ def realise(frontend: Frontend, cache: BinaryCacheRef, paths: Sequence[str], *, 
 # (e) nxc build and its compose-info --------------------------------------------------------------------------
 
 
+def nxc_nix_flags(cache: BinaryCacheRef) -> str:
+    """The value of ``nxc build --nix-flags``. nxc splits it on whitespace and hands the words to ``nix build``
+    as they are, so it holds no shell quoting; the playbook refuses whitespace in the cache's URL and key."""
+    # --max-jobs 0: the closure was substituted just before; nothing may be built on the frontend.
+    words = ["--max-jobs", "0", "--option", "extra-substituters", cache.url]
+    words += ["--option", "extra-trusted-public-keys", cache.public_key]
+    return " ".join(words)
+
+
 def nxc_build_command(flavour: str, composition: str, cache: BinaryCacheRef) -> str:
     # -d .: the flake is the repository root; the composition file keeps its name (composition_name()).
-    nix_flags = f"--max-jobs 0 {substituter_flags(cache)}"
-    return f"nxc -d . build -f {shlex.quote(flavour)} {shlex.quote(composition)} --nix-flags {shlex.quote(nix_flags)}"
+    # Every option before the composition file: nxc's CLI is a click group with chain=True, whose commands stop
+    # reading options at their first positional argument; nxc 0.7.11 refuses an option after it
+    # ("No such option '--nix-flags'").
+    return shlex.join(["nxc", "-d", ".", "build", "-f", flavour, "--nix-flags", nxc_nix_flags(cache), composition])
 
 
 def nxc_build(
     frontend: Frontend, flavour: str, composition: str, cache: BinaryCacheRef, *, timeout: float
 ) -> dict[str, Any]:
-    """Run ``nxc build`` and return ``build/<comp>::<flavour>`` (compose-info JSON)."""
+    """Run ``nxc build`` and return the compose-info JSON its link ``build/<comp>::<flavour>`` points to, found
+    the way nxc finds it: on Grid'5000 Nix keeps its store in the home directory, so the link names a
+    ``/nix/store`` path that only exists under one of nxc's alternative store roots."""
     link = f"build/{composition_name(composition)}::{flavour}"
-    command = f"{nxc_build_command(flavour, composition, cache)} >&2 && cat {shlex.quote(link)}"
+    locate = locate_command(shlex.quote(link), f"{link} (made by nxc build) points to a path in no Nix store")
+    command = f'{nxc_build_command(flavour, composition, cache)} >&2 && {{ {locate}; cat "$src"; }}'
     result = frontend.run(command, timeout=timeout, what="nxc build")
     try:
         info: dict[str, Any] = json.loads(result.stdout)
@@ -396,19 +430,12 @@ def public_run_dir(run_id: str) -> str:
 
 
 def publish_image_command(source: str, directory: str) -> str:
-    """Copy the image to ``~/<directory>/nixos.tar.xz`` (world-readable) and print both sha256 sums. A store
-    path is also looked for in the user's own stores (nxc's ``realpath_from_store``: Nix runs from the home
-    on Grid'5000)."""
+    """Copy the image to ``~/<directory>/nixos.tar.xz`` (world-readable) and print where it was found and both
+    sha256 sums. A store path is looked for the way nxc does (``locate_command``)."""
     home_dir = remote_path(f"~/{directory}")
     target = f"{home_dir}/{IMAGE_NAME}"
-    candidates = [shlex.quote(source)]
-    if source.startswith("/nix/store/"):
-        rest = shlex.quote(source.removeprefix("/nix/store/"))
-        candidates += [f"~/.local/share/nix/root/nix/store/{rest}", f"~/.nix/store/{rest}"]
     return (
-        "set -e; src=; "
-        f'for p in {" ".join(candidates)}; do if [ -f "$p" ]; then src=$p; break; fi; done; '
-        f'if [ -z "$src" ]; then echo {shlex.quote(f"image {source} not found")} >&2; exit 1; fi; '
+        f"set -e; {locate_command(shlex.quote(source), f'image {source} not found in any Nix store')}; "
         f"mkdir -p {home_dir} && chmod 755 ~/public ~/{PUBLIC_DIR} {home_dir}; "
         f'cp -L "$src" {target}.part && chmod 644 {target}.part && mv -f {target}.part {target}; '
         f'echo "$src"; sha256sum "$src" {target}'

@@ -1,6 +1,7 @@
-"""NxcMethod's g5k-image flavour: the plan on a loopback sshd node playing the frontend, with the stand-in nix and
-nxc (tests/deploy/standins) and a temporary HOME, publishes the image under ~/public; the boot then goes to the
-real simulator's deployments API with exactly the published environment URL. Nothing runs Nix or Kadeploy."""
+"""NxcMethod's g5k-image flavour: the plan on a loopback sshd node playing the frontend, with the stand-in nix
+(tests/deploy/standins), the real nxc 0.7.11 and a temporary HOME, publishes the image under ~/public; the boot
+then goes to the real simulator's deployments API with exactly the published environment URL. Nothing runs Nix
+or Kadeploy."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,7 @@ class Bed:
             "PATH": f"{STANDINS}:{os.environ['PATH']}",
             "HOME": str(self.home),
             "USER": LOGIN,
+            "STANDIN_PYTHON": sys.executable,
             "STANDIN_LOG": str(self.log),
             "STANDIN_ROOT": ROOT,
             "STANDIN_KERNEL": KERNEL,
@@ -140,7 +143,10 @@ def test_standin_image_plan_publishes_then_boot_deploys_that_url(bed):
     # The plan: the same push / eval / cache query / substitution as kexec, then nxc build -f g5k-image.
     commands = bed.log.read_text().splitlines()
     assert any("path-info" in line for line in commands)
-    assert any(line.startswith("nxc -d . build -f g5k-image nxc/composition.nix") for line in commands)
+    assert any(
+        line.startswith("nxc -d . build -f g5k-image --nix-flags ") and line.endswith(" nxc/composition.nix")
+        for line in commands
+    )
     assert not any(line.startswith("nxc -d . start") for line in commands), "nxc start would run kadeploy3"
     assert plan["flavour"] == "g5k-image" and plan["composition"] == ROOT
     assert plan["toplevels"]["exporter"].endswith("nixos-system-exporter")

@@ -1,10 +1,13 @@
-"""NxcMethod on real loopback sshd nodes, with stand-in nix, nxc and kexec executables (tests/deploy/standins)
-first on the remote PATH. One node also plays the frontend. Nothing here runs Nix or kexec for real."""
+"""NxcMethod on real loopback sshd nodes, with stand-in nix, kexec and getent executables (tests/deploy/standins)
+first on the remote PATH. One node also plays the frontend, with a home of its own where the stand-in nix puts
+its store, as nxc's Grid'5000 setup does. nxc is the real nixos-compose 0.7.11, with a stand-in resolver for the
+node names. Nothing here runs Nix or kexec for real."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -52,12 +55,16 @@ class Bed:
         self.log = tmp_path / "frontend.log"
         self.hosts = tmp_path / "hosts"
         self.hosts.write_text("".join(f"{node.name} {node.address}\n" for node in self.loop.nodes))
+        self.home = tmp_path / "home"
+        self.home.mkdir()
         self.workdirs = {node.name: node.workdir for node in self.loop.nodes}
         for node in self.loop.nodes:
             # The stand-in kexec -e stops and restarts the node's sshd through this file.
             (node.workdir / "sshd.pid").write_text(f"{node.pid}\n")
         self.env = {
             "PATH": f"{STANDINS}:{os.environ['PATH']}",
+            "HOME": str(self.home),
+            "STANDIN_PYTHON": sys.executable,
             "STANDIN_LOG": str(self.log),
             "STANDIN_ROOT": ROOT,
             "STANDIN_KERNEL": KERNEL,
@@ -139,17 +146,21 @@ def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
     assert plan["flake_lock"].startswith("absent") != (REPO / "flake.lock").is_file()
     assert plan["closure_nar_size"] == 4096 + 123456789
     assert plan["toplevels"]["exporter"].endswith("nixos-system-exporter")
-    # nxc's script sets the files through $KERNEL and $INITRD; the plan has the paths.
-    assert plan["kexec"]["kernel"] == str(bed.flake / "artifact/nix/store/bzImage")
+    # nxc's script sets the files through $KERNEL and $INITRD; the plan has the paths, in the user's own store.
+    assert plan["kexec"]["kernel"] == str(bed.home / ".local/share/nix/root" / KERNEL.lstrip("/") / "bzImage")
     assert plan["initrd_bytes"] == 4 << 20 and plan["ram_needed_bytes"] == 2 * (4 << 20) + (1 << 30)
-    assert "nfs_store=" in plan["kexec"]["append"]
+    assert f"nfs_store=nfs:/export{bed.home}/.local/share/nix/root/nix/store" in plan["kexec"]["append"]
     commands = bed.log.read_text().splitlines()
     path_info = next(line for line in commands if "path-info" in line)
     assert f"--store {CACHE_URL}" in path_info and "narinfo-cache-negative-ttl 0" in path_info
     build = next(line for line in commands if line.startswith("nix") and " build " in line)
     assert "--max-jobs 0" in build and f"extra-trusted-public-keys {CACHE_KEY}" in build
     assert "--no-check-sigs" not in " ".join(commands)
-    assert any(line.startswith("nxc -d . build -f g5k-nfs-store nxc/composition.nix") for line in commands)
+    nxc_build = next(line for line in commands if line.startswith("nxc -d . build"))
+    assert nxc_build.startswith("nxc -d . build -f g5k-nfs-store --nix-flags --max-jobs 0 ")
+    assert nxc_build.endswith(" nxc/composition.nix")
+    # nxc ran nix build, whose link names a /nix/store path that only exists in the user's store.
+    assert (bed.flake / "build/composition::g5k-nfs-store").readlink() == Path(ROOT)
     start = next(line for line in commands if line.startswith("nxc -d . start"))
     assert "-r collector=1 -r exporter=3" in start and "no-launch" in start
     assert "-i .g5k-root-key.pub" in start and (bed.flake / ".g5k-root-key.pub").read_text().startswith("ssh-ed25519")

@@ -1,6 +1,8 @@
 """The Nix side, checked offline with Debian's Nix 2.8: every .nix file parses, and the pure parts (kernel
-options, program list, composition roles, flake outputs, test script) evaluate to what the rest relies on.
-nixpkgs is not needed: nothing here imports it. Skipped without nix-instantiate, except on CI (CI set)."""
+options, program list, composition roles, flake outputs and inputs, test script, the agent's package, the
+exporter unit) evaluate to what the rest relies on, with stubs where nixpkgs would be; the eBPF build script
+runs with the host's clang behind a stand-in for nixpkgs' clang wrapper. nixpkgs is not needed: nothing here
+imports it. Skipped without nix-instantiate, except on CI (CI set)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from g5kdeploy.deploy.nxc import FLAKE_PARTS
 from g5kdeploy.playbook import Deploy
@@ -128,14 +131,161 @@ def test_flake_outputs() -> None:
     assert outputs["checks"] == ["statx"]
 
 
-def test_the_agents_nix_package_has_every_dependency_of_pyproject() -> None:
-    """A dependency missing here installs fine and fails at the first import on the frontend."""
+#: The python3Packages attributes of nixpkgs 25.05 that nix/pkgs/g5kdeploy.nix may take as arguments, each
+#: looked up in nixpkgs' source (pkgs/development/python-modules/<name>). nixpkgs has no execo,
+#: python-grid5000 or ruptures: those are packaged inline.
+NIXPKGS_PYTHON_ATTRS = {
+    *("setuptools", "setuptools-scm", "wheel", "cython", "numpy", "scipy", "ipython", "requests", "pyyaml"),
+    *("fabric", "tenacity", "structlog", "typer", "rich", "pydantic", "flask", "werkzeug", "matplotlib"),
+    *("holidays", "psutil"),
+}
+PACKAGE_BUILDERS = {"lib", "buildPythonApplication", "buildPythonPackage", "fetchPypi"}
+# Every nixpkgs argument is a stub { pname = <its name>; }; the builders return their attribute sets.
+PACKAGE_STUB = """
+let
+  package = import ./nix/pkgs/g5kdeploy.nix;
+  args = builtins.functionArgs package;
+  stubs = builtins.mapAttrs (name: _: { pname = name; }) args;
+  drv = package (stubs // {
+    lib = { fileset = { toSource = _: "source"; unions = xs: xs; }; licenses.mit = "mit"; };
+    buildPythonApplication = attrs: attrs;
+    buildPythonPackage = attrs: attrs;
+    fetchPypi = attrs: attrs;
+  });
+  describe = d: {
+    inherit (d) pname;
+    version = d.version or null;
+    dependencies = map (x: x.pname) (d.dependencies or [ ]);
+  };
+in { args = builtins.attrNames args; dependencies = map describe drv.dependencies; }
+"""
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_agents_nix_package_has_every_dependency_of_pyproject_from_nixpkgs_or_inline() -> None:
+    """A dependency missing here installs fine and fails at the first import on the frontend; an argument that
+    nixpkgs lacks fails the evaluation of .#g5kdeploy and of the nightly module."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    wanted = {re.split(r"[<>=!~ ;\[]", dep)[0].lower() for dep in pyproject["project"]["dependencies"]}
-    package = (REPO / "nix/pkgs/g5kdeploy.nix").read_text()
-    listed = re.search(r"\n  dependencies = \[([^\]]*)\]", package)
-    assert listed, "nix/pkgs/g5kdeploy.nix has no dependencies list"
-    assert {name.lower() for name in listed[1].split()} == wanted
+    wanted = {Requirement(dep) for dep in pyproject["project"]["dependencies"]}
+    package = nix_eval(PACKAGE_STUB)
+    assert isinstance(package, dict)
+    unknown = set(package["args"]) - PACKAGE_BUILDERS - NIXPKGS_PYTHON_ATTRS
+    assert not unknown, f"not python3Packages attributes of nixpkgs: {sorted(unknown)} (package them inline)"
+    dependencies = {normalised(d["pname"]): d for d in package["dependencies"]}
+    assert set(dependencies) == {normalised(req.name) for req in wanted}
+    for req in wanted:
+        version = dependencies[normalised(req.name)]["version"]
+        # The inline ones pin a version; it must be one pyproject accepts.
+        assert version is None or req.specifier.contains(version), (req, version)
+    assert dependencies["ruptures"]["version"] is not None, "ruptures is not in nixpkgs: it must be inline"
+    assert set(dependencies["ruptures"]["dependencies"]) == {"numpy", "scipy"}
+
+
+def exporter_unit() -> dict[str, object]:
+    unit = nix_eval(
+        "(import ./nix/modules/ebpf.nix {"
+        ' lib = { mkForce = x: x; concatStringsSep = builtins.concatStringsSep; getExe = _: "ebpf_exporter"; };'
+        ' config = { services.prometheus.exporters.ebpf = { names = [ ]; listenAddress = "::"; port = 9435; };'
+        '   boot.kernelPackages.kernel = null; g5k.statx.targetPath = "/tmp/t"; };'
+        ' pkgs = { callPackage = _: _: "/payload"; prometheus-ebpf-exporter = null; bpftools = null; };'
+        " }).systemd.services.prometheus-ebpf-exporter.serviceConfig"
+    )
+    assert isinstance(unit, dict)
+    return unit
+
+
+#: What systemd takes out of a unit's capability bounding set with each protection (systemd.exec(5)) that the
+#: nixpkgs exporters module turns on by default (mkDefault true) unless the unit turns it off.
+DROPPED_BY = {
+    "ProtectKernelLogs": {"CAP_SYSLOG"},
+    "ProtectKernelModules": {"CAP_SYS_MODULE"},
+    "ProtectClock": {"CAP_SYS_TIME", "CAP_WAKE_ALARM"},
+}
+
+
+def test_the_exporter_unit_asks_only_for_capabilities_systemd_leaves_it() -> None:
+    unit = exporter_unit()
+    caps = unit["CapabilityBoundingSet"]
+    assert isinstance(caps, list) and unit["AmbientCapabilities"] == caps
+    dropped = set().union(*(lost for option, lost in DROPPED_BY.items() if unit.get(option, True) is not False))
+    assert not dropped & set(caps), f"systemd drops {sorted(dropped & set(caps))} from this unit"
+    # ebpf_exporter reads /proc/kallsyms, which needs CAP_SYSLOG, for these decoders only.
+    programs = json.loads((REPO / "nix/ebpf/programs.json").read_text())
+    configs = [yaml.safe_load((REPO / f"nix/ebpf/{name}.yaml").read_text()) for name in programs]
+    decoders = {
+        decoder["name"]
+        for config in configs
+        for kind in config["metrics"].values()
+        for metric in kind
+        for label in metric["labels"]
+        for decoder in label["decoders"]
+    }
+    assert "CAP_SYSLOG" in caps or not decoders & {"ksym", "kstack"}
+
+
+def test_nxc_follows_our_nixpkgs() -> None:
+    """One nixpkgs in the lock: nxc's own input would be fetched and evaluated beside ours."""
+    inputs = nix_eval("(import ./flake.nix).inputs")
+    assert isinstance(inputs, dict)
+    assert inputs["nxc"]["inputs"]["nixpkgs"]["follows"] == "nixpkgs"
+
+
+# nixpkgs' clang wrapper puts these in every compile (cc-wrapper: nix-support/cc-cflags, with gccForLibs).
+WRAPPER_FLAGS = "--gcc-toolchain=/usr -B/usr/lib -L/usr/lib"
+EBPF_STUB = """
+let
+  escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\\\''" ] s + "'";
+  drv = import ./nix/ebpf {
+    lib = {
+      inherit escapeShellArg;
+      escapeShellArgs = xs: builtins.concatStringsSep " " (map escapeShellArg xs);
+      concatMap = f: xs: builtins.concatLists (map f xs);
+      getDev = x: x;
+      assertMsg = cond: msg: cond || builtins.throw msg;
+      fileset = { toSource = _: "source"; unions = xs: xs; };
+      licenses.gpl2Only = null;
+      platforms.linux = null;
+    };
+    stdenv = { hostPlatform = { isx86_64 = true; isAarch64 = false; }; mkDerivation = attrs: attrs; };
+    clang = null; llvm = null; bpftools = null; libbpf = "/usr"; kernel.dev = "@KERNEL_DEV@";
+  };
+in drv.buildPhase
+"""
+
+
+def test_the_ebpf_programs_compile_under_a_standin_for_nixpkgs_clang_wrapper(tmp_path: Path) -> None:
+    """The wrapper's flags mean nothing for -target bpf; clang says so, and -Werror must not make that fatal."""
+    clang = shutil.which("clang")
+    btf = Path("/sys/kernel/btf/vmlinux")
+    if not (clang and shutil.which("bpftool") and shutil.which("llvm-strip") and btf.exists()):
+        if os.environ.get("CI"):
+            pytest.fail("clang, bpftool, llvm-strip and /sys/kernel/btf/vmlinux are required on CI")
+        pytest.skip("clang, bpftool, llvm-strip or the kernel's BTF is missing")
+    (tmp_path / "kernel").mkdir()
+    shutil.copy(btf, tmp_path / "kernel/vmlinux")
+    build_phase = nix_eval(EBPF_STUB.replace("@KERNEL_DEV@", str(tmp_path / "kernel")))
+    assert isinstance(build_phase, str)
+    wrapper = tmp_path / "bin/clang"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {clang} {WRAPPER_FLAGS} "$@"\n')
+    wrapper.chmod(0o755)
+    build = tmp_path / "build"
+    shutil.copytree(REPO / "nix/ebpf", build)
+    proc = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\nrunHook() { :; }\n" + build_phase],
+        check=False,
+        cwd=build,
+        env={**os.environ, "PATH": f"{wrapper.parent}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    programs = json.loads((REPO / "nix/ebpf/programs.json").read_text())
+    assert all((build / f"{name}.bpf.o").stat().st_size > 0 for name in programs)
 
 
 def test_dashboard_queries_the_programs_metrics() -> None:
