@@ -4,7 +4,8 @@
 
     G5kError                      exit 1
     ├── ConfigError               exit 2  bad playbook, flag, credentials file or run name
-    │   └── CredentialsError      exit 2
+    │   ├── CredentialsError      exit 2
+    │   └── JobRefused            exit 2  OAR refused a job for something in the playbook (also an ApiError)
     ├── ApiError                  exit 1  the Grid'5000 API (or the simulator) refused or failed
     ├── ReservationError          exit 1  a job ended early, was refused, or would start too late
     ├── DeadlineExceeded          exit 1  a wait ran out of time
@@ -53,3 +54,16 @@ class DeployError(G5kError):
 
 class TestbedError(G5kError):
     pass
+
+
+class JobRefused(ConfigError, ApiError):
+    """OAR refused a job (a 4xx from ``POST /jobs``): nothing was created, and the playbook must change.
+
+    Bad input (exit 2) that the API reported: ``field`` is the playbook field it is most likely about,
+    ``oar_text`` OAR's own words.
+    """
+
+    def __init__(self, message: str, *, status: int, field: str, oar_text: str, hint: str | None = None) -> None:
+        super().__init__(message, status=status, hint=hint)
+        self.field = field
+        self.oar_text = oar_text

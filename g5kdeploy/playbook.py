@@ -1,33 +1,60 @@
-"""Playbooks: one YAML file per experiment, validated in one pass.
+"""Playbooks: one YAML file per experiment, read within bounds and validated in one pass.
 
 Every problem is reported together, each as ``file:line: field: what is wrong (what was expected)``, and
-the whole load fails with a :class:`ConfigError` (exit code 2) before anything touches the testbed.
+the whole load fails with a :class:`ConfigError` (exit code 2) before anything touches the testbed. Reading
+is bounded: regular files only, at most :data:`MAX_BYTES`, UTF-8, nesting and alias expansion capped.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import reprlib
+import stat
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from g5kdeploy.errors import ConfigError
-from g5kdeploy.walltime import parse_duration
+from g5kdeploy.walltime import MAX_WALLTIME, parse_duration
 
 PARIS = ZoneInfo("Europe/Paris")
 QUEUES = ("default", "production", "besteffort", "testing", "admin")
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_OAR_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) (\d{1,2})(?::(\d{2}))?(?::(\d{2}))?$")
-_CLUSTER = re.compile(r"^[a-z][a-z0-9-]*$")
+#: A playbook is a few kilobytes: a larger file is the wrong one.
+MAX_BYTES = 1024 * 1024
+#: Nesting, aliases included; a playbook needs five levels.
+MAX_DEPTH = 32
+#: Values in the document once aliases are expanded; a playbook needs a few hundred.
+MAX_VALUES = 10_000
+#: Problems listed in one error; past them, a count (the wrong file can have thousands).
+MAX_PROBLEMS = 50
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_OAR_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{1,2})(?::(\d{2}))?(?::(\d{2}))?")
+_CLUSTER = re.compile(r"[a-z][a-z0-9-]*")
+# OAR's job types (its default admission rule: deploy, besteffort, container[=x], inner=<job>, timesharing=user,*,
+# token:x=1, postpone=<date>...) and Grid'5000's (night, exotic, monitor=<regex>, origin=<tag>): a name, then
+# maybe "=" and a value of word characters and the few signs those forms use, or a date. Never a space, quote,
+# ';', '&', '|', '$' or '`': the types end up on an oarsub command line.
+_JOB_TYPE = re.compile(
+    r"(?:token:)?[A-Za-z][\w-]{0,62}(?:=(?:[\w.*+?^\[\],:-]{1,200}|\d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?))?", re.ASCII
+)
+_PROJECT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+# Messages quote what was given, not a megabyte of it.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_quote = _REPR.repr
 
 
 def parse_oar_date(text: str) -> datetime:
     """An OAR reservation date (``YYYY-MM-DD hh[:mm[:ss]]``, Europe/Paris) as an aware datetime."""
-    match = _OAR_DATE.match(text.strip())
+    match = _OAR_DATE.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a date OAR accepts: use 'YYYY-MM-DD hh:mm:ss' (Europe/Paris time)")
     year, month, day, hour, minute, second = (int(part) if part else 0 for part in match.groups())
@@ -38,7 +65,8 @@ def parse_oar_date(text: str) -> datetime:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: ``nodes: true`` is not one node, ``nodes: "2"`` is not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Role(_Strict):
@@ -50,15 +78,15 @@ class Role(_Strict):
     @field_validator("cluster")
     @classmethod
     def _cluster_name(cls, value: str | None) -> str | None:
-        if value is not None and not _CLUSTER.match(value):
+        if value is not None and not _CLUSTER.fullmatch(value):
             raise ValueError(f"{value!r} is not a cluster name (lower-case letters, digits, '-'; e.g. gros)")
         return value
 
     @field_validator("properties")
     @classmethod
-    def _no_quotes_left_open(cls, value: str | None) -> str | None:
-        if value is not None and value.count("'") % 2:
-            raise ValueError(f"{value!r} has an unbalanced quote: OAR properties are SQL, e.g. \"wattmeter='YES'\"")
+    def _sql_filter(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_properties(value)
         return value
 
     @model_validator(mode="after")
@@ -87,7 +115,7 @@ class Reservation(_Strict):
         if not names:
             raise ValueError("an empty list: name at least one site, or use 'auto'")
         for name in names:
-            if not _SLUG.match(name):
+            if not _SLUG.fullmatch(name):
                 raise ValueError(f"{name!r} is not a site name (e.g. nancy, rennes, or auto)")
         if isinstance(value, list) and "auto" in value:
             raise ValueError("'auto' stands alone: use site: auto, or list sites")
@@ -99,7 +127,7 @@ class Reservation(_Strict):
         if not value:
             raise ValueError("no roles: add at least one, e.g. roles: {exporter: {nodes: 2}}")
         for name in value:
-            if not _SLUG.match(name):
+            if not _SLUG.fullmatch(name):
                 raise ValueError(f"role name {name!r}: use lower-case letters, digits, '-' or '_'")
         return value
 
@@ -109,18 +137,34 @@ class Reservation(_Strict):
         # ``walltime: 2`` means two hours, as on oarsub's command line.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("walltime", "max_wait")
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        parse_duration(value, maximum=MAX_WALLTIME, kind="walltime")
+        return value
+
+    @field_validator("max_wait")
     @classmethod
     def _duration(cls, value: str) -> str:
-        parse_duration(str(value))
-        return str(value)
+        parse_duration(value)
+        return value
 
     @field_validator("types")
     @classmethod
     def _types(cls, value: list[str]) -> list[str]:
         for job_type in value:
-            if not job_type or any(char.isspace() for char in job_type):
-                raise ValueError(f"job type {job_type!r}: OAR types are single words, e.g. deploy, night, exotic")
+            if not _JOB_TYPE.fullmatch(job_type):
+                raise ValueError(
+                    f"job type {_quote(job_type)}: OAR types are single words (deploy, night, exotic) or name=value "
+                    "(inner=1234, timesharing=user,*, monitor=prom_.*), without spaces or shell characters"
+                )
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT.fullmatch(value):
+            raise ValueError(f"{_quote(value)}: a Grid'5000 project name, letters, digits, '.', '_' or '-'")
         return value
 
     @field_validator("reservation")
@@ -140,8 +184,8 @@ class Reservation(_Strict):
     @field_validator("job_name")
     @classmethod
     def _job_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value):
-            raise ValueError(f"{value!r}: use letters, digits, '.', '_' or '-' (OAR job names)")
+        if value is not None and not _JOB_NAME.fullmatch(value):
+            raise ValueError(f"{_quote(value)}: use letters, digits, '.', '_' or '-' (OAR job names)")
         return value
 
     @property
@@ -203,14 +247,6 @@ class Bench(_Strict):
     ebpf: Annotated[list[EbpfState], Field(min_length=1)] = ["off"]
     timeout: Annotated[int, Field(gt=0, le=86_400)] = 600
 
-    @field_validator("ebpf", mode="before")
-    @classmethod
-    def _yaml_on_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare on/off as a boolean.
-        if isinstance(value, list):
-            return [{True: "on", False: "off"}.get(item, item) if isinstance(item, bool) else item for item in value]
-        return value
-
     @field_validator("paths")
     @classmethod
     def _absolute(cls, value: list[str]) -> list[str]:
@@ -234,14 +270,14 @@ class BinaryCache(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^(https?|file|s3|ssh|ssh-ng)://", value):
+        if not re.fullmatch(r"(https?|file|s3|ssh|ssh-ng)://\S+", value):
             raise ValueError(f"{value!r}: a substituter URL such as https://cache.example.org")
         return value
 
     @field_validator("public_key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9._-]+:[A-Za-z0-9+/]+=*$", value):
+        if not re.fullmatch(r"[A-Za-z0-9._-]+:[A-Za-z0-9+/]+=*", value):
             raise ValueError(f"{value!r}: a Nix public key, name:base64 (nix-store --generate-binary-cache-key)")
         return value
 
@@ -266,7 +302,7 @@ class Deploy(_Strict):
     def _method_needs(self) -> Deploy:
         if self.method == "kadeploy" and not self.environment:
             raise ValueError("deploy.environment: kadeploy needs the image's environment description (an http URL)")
-        if self.environment and not re.match(r"^https?://", self.environment):
+        if self.environment and not re.fullmatch(r"https?://\S+", self.environment):
             raise ValueError(f"deploy.environment: {self.environment!r} is not an http(s) URL")
         return self
 
@@ -291,7 +327,8 @@ class Collect(_Strict):
     """What to bring back: the collector's Prometheus (snapshot and exported series)."""
 
     role: str = "collector"
-    port: Annotated[int, Field(gt=0, lt=65536)] = 9090
+    #: None: 9090 on Grid'5000 (where NixOS' Prometheus listens), a free port per run on the local testbed.
+    port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     step: Annotated[float, Field(gt=0, le=3600)] = 1.0
     queries: dict[str, str] = DEFAULT_QUERIES
 
@@ -299,7 +336,7 @@ class Collect(_Strict):
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
         for name, expr in value.items():
-            if not _SLUG.match(name):
+            if not _SLUG.fullmatch(name):
                 raise ValueError(f"query name {name!r}: lower-case letters, digits, '-' or '_' (it names a CSV file)")
             if not expr.strip():
                 raise ValueError(f"query {name!r} is empty: give a PromQL expression")
@@ -322,7 +359,7 @@ class Nightly(_Strict):
     @field_validator("start")
     @classmethod
     def _clock_time(cls, value: str) -> str:
-        if not re.match(r"^([01]?\d|2[0-3]):[0-5]\d$", value):
+        if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value):
             raise ValueError(f"{value!r}: a time of day, HH:MM in Europe/Paris (e.g. 19:05)")
         return value
 
@@ -335,7 +372,7 @@ class Nightly(_Strict):
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_duration(value)
+            parse_duration(value, maximum=MAX_WALLTIME, kind="walltime")
         return value
 
 
@@ -395,21 +432,88 @@ class Playbook(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _SLUG.match(value):
-            raise ValueError(f"{value!r}: use lower-case letters, digits, '-' or '_' (it names runs and jobs)")
+        if not _SLUG.fullmatch(value):
+            raise ValueError(f"{_quote(value)}: use lower-case letters, digits, '-' or '_' (it names runs and jobs)")
         return value
 
 
-class _PlaybookLoader(yaml.SafeLoader):
-    """YAML 1.1 without its traps for OAR values.
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that parses but that the loader will not build: too deep, too large once expanded, or looping."""
 
-    PyYAML reads an unquoted ``walltime: 1:00`` as the sexagesimal integer 60 and ``2026-12-01 19:00:00``
-    as a datetime; here both stay the strings the user wrote.
+
+class _PlaybookLoader(yaml.SafeLoader):
+    """YAML without its traps for OAR values, and composed within bounds.
+
+    PyYAML reads an unquoted ``walltime: 1:00`` as the sexagesimal integer 60, ``2026-12-01 19:00:00`` as a
+    datetime and ``yes``/``on``/``off`` as booleans; here they stay the strings the user wrote (only ``true`` and
+    ``false`` are booleans, as in YAML 1.2). Composition counts every node with aliases expanded, and refuses
+    nesting past :data:`MAX_DEPTH`, more than :data:`MAX_VALUES` values and aliases inside their own anchor,
+    before anything recurses or expands (PyYAML composes recursively and shares aliased nodes).
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = False
+        # Values composed so far, an alias counting as its target's values: the document's size once expanded.
+        self._values = 0
+        # id(node) -> (values once expanded, height), for every node composed so far.
+        self._measured: dict[int, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._measured:
+                raise _Refused(
+                    problem=f"alias *{event.anchor} is used inside its own anchor: a playbook has no loops",
+                    problem_mark=event.start_mark,
+                )
+            self._aliases = True
+            if target is not None:
+                self._count(self._measured[id(target)][0], event.start_mark)
+            return super().compose_node(parent, index)
+        self._count(1, self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(
+                    problem=f"nested deeper than {MAX_DEPTH} levels: a playbook needs a handful",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is not None:
+            self._measure(node)
+        return node
+
+    def _measure(self, node: yaml.Node) -> None:
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        sizes = [self._measured[id(child)] for child in children]
+        values = 1 + sum(size for size, _ in sizes)
+        height = 1 + max((depth for _, depth in sizes), default=0)
+        if height > MAX_DEPTH:
+            raise _Refused(
+                problem=f"nested deeper than {MAX_DEPTH} levels once aliases are expanded", problem_mark=node.start_mark
+            )
+        self._measured[id(node)] = (values, height)
+
+    def _count(self, values: int, mark: yaml.Mark) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            what = "aliases expand to" if self._aliases else "the document holds"
+            raise _Refused(
+                problem=f"{what} more than {MAX_VALUES} values: a playbook needs a few hundred", problem_mark=mark
+            )
 
 
 def _keeps(tag: str, regexp: re.Pattern[str]) -> bool:
-    if tag == "tag:yaml.org,2002:timestamp":
+    if tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool"):
         return False
     return not (tag == "tag:yaml.org,2002:int" and "[0-5]?[0-9]" in regexp.pattern)
 
@@ -419,37 +523,89 @@ _PlaybookLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _PlaybookLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+# Decimal only, and short enough for int(): a longer number stays text, and its field says it wants a number.
+_PlaybookLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]{0,17})$"), list("-+0123456789")
 )
 
 
 def load_playbook(path: Path) -> Playbook:
     """Read and validate a playbook file; :class:`ConfigError` lists every problem with its line."""
+    return parse_playbook(read_playbook_text(path), source=str(path))
+
+
+def read_playbook_text(path: Path) -> str:
+    """The text of a playbook file: a regular file of at most :data:`MAX_BYTES`, in UTF-8."""
     try:
-        text = path.read_text()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for a regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the playbook ({exc.strerror})") from None
-    return parse_playbook(text, source=str(path))
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(
+                    f"{path}: not a regular file ({_file_kind(info.st_mode)})", hint="give the playbook's YAML file"
+                )
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the playbook ({exc.strerror})") from None
+    if len(data) > MAX_BYTES:
+        size = max(info.st_size, len(data)) / 2**20
+        raise ConfigError(
+            f"{path}: {size:.1f} MiB, more than a playbook's limit of {MAX_BYTES // 2**20} MiB",
+            hint="is this the right file? a playbook is a few kilobytes of YAML",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            hint="save the playbook as UTF-8",
+        ) from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def parse_playbook(text: str, *, source: str = "<playbook>") -> Playbook:
+    loader = _PlaybookLoader(text)
     try:
-        root = yaml.compose(text, Loader=_PlaybookLoader)
-        data = yaml.load(text, Loader=_PlaybookLoader)
+        root = loader.get_single_node()
+        # Before construction, which flattens merge keys (<<: *defaults) into the node tree.
+        problems = _duplicate_keys(root, source)
+        data = loader.construct_document(root) if root is not None else None
+    except _Refused as exc:
+        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark else ""
+        raise ConfigError(f"{source}{line}: {exc.problem}", hint="nothing was submitted") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}{line}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a playbook is a YAML mapping with version, name, testbed, reservation")
-    problems = _duplicate_keys(root, source)
     try:
         playbook = Playbook.model_validate(data)
     except ValidationError as exc:
         problems += [_describe(error, root, source) for error in exc.errors()]
         playbook = None
     if problems or playbook is None:
+        if len(problems) > MAX_PROBLEMS:
+            problems = [*problems[:MAX_PROBLEMS], f"... and {len(problems) - MAX_PROBLEMS} more problems"]
         raise ConfigError("\n".join(problems), hint="fix the fields above; nothing was submitted")
     return playbook
 
@@ -459,9 +615,10 @@ def _duplicate_keys(node: yaml.Node | None, source: str) -> list[str]:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
-            if key.value in seen:
-                problems.append(f"{source}:{key.start_mark.line + 1}: {key.value}: given twice (keep one)")
-            seen.add(key.value)
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    problems.append(f"{source}:{key.start_mark.line + 1}: {key.value}: given twice (keep one)")
+                seen.add(key.value)
             problems += _duplicate_keys(value, source)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
@@ -498,19 +655,15 @@ def _describe(error: Any, root: yaml.Node | None, source: str) -> str:
     field = ".".join(str(part) for part in loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
-        message = "unknown key (check its spelling and where it is indented)"
-        if len(loc) > 1:
-            message += f"; allowed under {'.'.join(str(p) for p in loc[:-1])}: " + _allowed(loc[:-1])
-        else:
-            message += "; allowed at the top: " + ", ".join(Playbook.model_fields)
+        message = "unknown key (check its spelling and where it is indented)" + _allowed_keys(loc)
     elif kind == "missing":
         message = "missing (this field is required)"
     elif kind == "literal_error":
-        message = f"{error.get('input')!r} is not allowed; expected {error['ctx']['expected']}"
+        message = f"{_quote(error.get('input'))} is not allowed; expected {error['ctx']['expected']}"
     elif kind == "value_error":
         message = str(error["ctx"]["error"])
     else:
-        message = f"{error['msg']} (got {error.get('input')!r})"
+        message = f"{error['msg']} (got {_quote(error.get('input'))})"
     return f"{source}{line}: {field}: {message}"
 
 
@@ -519,12 +672,83 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in {"str", "int", "list", "dict"})
 
 
-def _allowed(parent: tuple[Any, ...]) -> str:
-    model: type[BaseModel] = Playbook
-    for part in parent:
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return ", ".join(Role.model_fields)
-        annotation = field.annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else Role
-    return ", ".join(model.model_fields)
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    """The keys the section holding an unknown key allows, with the nearest one as a suggestion."""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    suggestion = f"; did you mean {close[0]}?" if close else ";"
+    where = f"under {'.'.join(str(part) for part in loc[:-1])}" if len(loc) > 1 else "at the top"
+    return f"{suggestion} allowed {where}: {', '.join(allowed)}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model of the section at ``loc``: fields lead to their models, dict keys and list indexes to items."""
+    annotation: Any = Playbook
+    for part in loc:
+        annotation = _without_none(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) in (dict, list):
+            # A role's name or a list index: the item's type is the last argument (dict[str, Role], list[str]).
+            annotation = get_args(annotation)[-1]
+        else:
+            return None
+    annotation = _without_none(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None``; anything else unchanged."""
+    if get_origin(annotation) in (Union, UnionType):
+        rest = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return annotation
+
+
+def check_properties(text: str) -> None:
+    """What can be told of an OAR properties filter (SQL) without its database; ``ValueError`` if it is wrong.
+
+    Quotes and parentheses balance, nothing ends or starts half-way through a condition, and none of the
+    characters that would end the filter early in OAR's ``{...}/nodes=N`` resource string or the SQL statement.
+    """
+    example = "OAR properties are SQL, e.g. \"wattmeter='YES' AND cluster IN ('gros')\""
+    if not text.strip():
+        raise ValueError("empty: leave properties out, or give a condition, e.g. \"wattmeter='YES'\"")
+    if any(not char.isprintable() for char in text):
+        raise ValueError(f"{_quote(text)} holds a control character: write the condition on one line")
+    if any(char in "{}" for char in text):
+        raise ValueError(f"{_quote(text)}: braces end the filter in OAR's resource request; {example}")
+    outside: list[str] = []
+    depth = 0
+    quoted = False
+    for char in text:
+        if char == "'":
+            # SQL escapes a quote inside a string by doubling it: two toggles, still inside.
+            quoted = not quoted
+            outside.append(char)
+        elif not quoted:
+            outside.append(char)
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth < 0:
+                raise ValueError(f"{_quote(text)} closes a parenthesis it never opened")
+            if char == ";":
+                raise ValueError(f"{_quote(text)}: ';' ends the SQL statement; {example}")
+    if quoted:
+        raise ValueError(f"{_quote(text)} has an unbalanced quote: {example}")
+    if depth:
+        raise ValueError(f"{_quote(text)} opens a parenthesis it does not close")
+    bare = "".join(outside)
+    dangling = re.search(r"(?:\b(and|or|not|in|like)|(=|<>|!=|<=|>=|<|>))\s*$", bare, re.IGNORECASE)
+    if dangling:
+        word = (dangling.group(1) or dangling.group(2)).upper()
+        raise ValueError(f"{_quote(text)} ends with {word}: complete the condition")
+    leading = re.match(r"\s*(and|or)\b", bare, re.IGNORECASE)
+    if leading:
+        raise ValueError(f"{_quote(text)} starts with {leading.group(1).upper()}: remove it")

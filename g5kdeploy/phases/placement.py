@@ -1,21 +1,28 @@
 """Where the roles go: sites, clusters, OAR resource strings and job types, decided before any POST.
 
-Everything here only reads the API. A playbook naming an unknown site or cluster, or a set of sites
-where nothing fits, fails here, with nothing submitted.
+Everything here only reads the API. What the reference API and the API's clock can tell before OAR does fails
+here as bad input, naming the field, with nothing submitted: an unknown site or cluster, a cluster outside the
+playbook's queue or with fewer nodes than asked, a reservation date in the past. A set of sites where nothing
+fits now fails too, as a reservation problem.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from g5kdeploy.errors import ConfigError, ReservationError
 from g5kdeploy.log import get_logger
-from g5kdeploy.playbook import Reservation, Role
+from g5kdeploy.playbook import PARIS, Reservation, Role
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.walltime import format_duration
 
 log = get_logger(__name__)
+#: How far in the past (API seconds) a reservation may start: ``hh:mm`` cannot say "now" more precisely.
+RESERVATION_SLACK = 60.0
+#: The queues a cluster lists in the reference API; besteffort and admin jobs go to other queues' clusters.
+_CLUSTER_QUEUES = ("default", "production", "testing")
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,8 @@ class Placement:
 
 
 def plan(api: Api, reservation: Reservation, *, now: float) -> Placement:
-    """Decide the site of every role and the job per site; :class:`ConfigError` for unknown names."""
+    """Decide the site of every role and the job per site; :class:`ConfigError` for what the API shows is wrong."""
+    _check_start(reservation, now)
     known_sites = api.site_uids()
     wanted = reservation.sites
     for site in wanted or []:
@@ -71,6 +79,7 @@ def plan(api: Api, reservation: Reservation, *, now: float) -> Placement:
     candidates = wanted or known_sites
     clusters = {site: {c["uid"]: c for c in api.clusters(site)} for site in candidates}
     pinned = _pin_roles_to_sites(reservation, clusters, all_sites=known_sites, api=api)
+    _check_clusters(api, reservation, clusters, pinned)
     floating = {name: role for name, role in reservation.roles.items() if name not in pinned}
     placement = Placement(jobs=[])
     chosen: str | None = None
@@ -123,6 +132,56 @@ def _pin_roles_to_sites(
     return pinned
 
 
+def _check_start(reservation: Reservation, now: float) -> None:
+    """An advance reservation must start after ``now``, the API's clock (OAR answers "Reservation too old")."""
+    start = reservation.reservation_epoch()
+    if start is not None and start < now - RESERVATION_SLACK:
+        clock = datetime.fromtimestamp(now, PARIS).strftime("%Y-%m-%d %H:%M:%S")
+        raise ConfigError(
+            f"reservation.reservation: {reservation.reservation} is in the past "
+            f"(the API's clock says {clock}, Europe/Paris time)",
+            hint="give a later date, or leave reservation out to start as soon as possible; nothing was submitted",
+        )
+
+
+def _check_clusters(
+    api: Api, reservation: Reservation, clusters: dict[str, dict[str, Any]], pinned: dict[str, str]
+) -> None:
+    """Roles that name a cluster, against the reference API: the cluster's queue and its number of nodes."""
+    asked: dict[tuple[str, str], list[tuple[str, Role]]] = {}
+    for name, role in reservation.roles.items():
+        if not role.cluster:
+            continue
+        site = pinned[name]
+        queues = [queue for queue in clusters[site][role.cluster].get("queues", []) if queue in _CLUSTER_QUEUES]
+        if reservation.queue in _CLUSTER_QUEUES and queues and reservation.queue not in queues:
+            raise ConfigError(
+                f"reservation.queue: cluster {role.cluster} takes jobs in the {' or '.join(queues)} queue, "
+                f"not {reservation.queue}",
+                hint=f"set queue: {queues[0]}, or give role {name} another cluster; nothing was submitted",
+            )
+        asked.setdefault((site, role.cluster), []).append((name, role))
+    for (site, cluster), roles in asked.items():
+        size = len(api.node_uids(site, cluster))
+        fewer = "or set min_nodes to start with what is free; nothing was submitted"
+        for name, role in roles:
+            # With min_nodes, a role takes what is free beyond it: only the minimum must exist.
+            key, count = ("min_nodes", role.min_nodes) if role.min_nodes else ("nodes", role.nodes)
+            if count > size:
+                raise ConfigError(
+                    f"reservation.roles.{name}.{key}: {count} nodes on cluster {cluster}, which has {size}",
+                    hint=f"ask for at most {size}, {fewer}",
+                )
+        counts = [(name, role.min_nodes or role.nodes) for name, role in roles]
+        total = sum(count for _, count in counts)
+        if total > size:
+            parts = " + ".join(f"{name} ({count})" for name, count in counts)
+            raise ConfigError(
+                f"reservation.roles: {parts} = {total} nodes on cluster {cluster}, which has {size}",
+                hint=f"ask for at most {size} in all, {fewer}",
+            )
+
+
 def _find_cluster_site(api: Api, cluster: str, sites: list[str]) -> str | None:
     for site in sites:
         if any(c["uid"] == cluster for c in api.clusters(site)):
@@ -172,7 +231,9 @@ def _choose_site(
         except Exception as exc:
             placement.rejected[site] = f"status unavailable ({exc})"
             continue
-        free = _free_nodes(status, now=now, walltime=reservation.walltime_seconds)
+        # An advance reservation needs its nodes free from its own start, not from now.
+        start = reservation.reservation_epoch() or now
+        free = _free_nodes(status, now=start, walltime=reservation.walltime_seconds)
         usable = {
             cluster for cluster, doc in clusters[site].items() if not doc.get("exotic") or "exotic" in reservation.types
         }

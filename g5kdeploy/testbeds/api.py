@@ -2,12 +2,14 @@
 
 It adds what python-grid5000 lacks: bounded, jittered retries of reads and deletes (it gives up on 503
 at once and ends with a bare ``requests`` RetryError on 5xx), a job submission that never creates two
-jobs for one request, an idempotent delete, and errors translated into :class:`ApiError` with the
-password masked.
+jobs for one request, an idempotent delete, credentials sent as UTF-8, and errors translated into
+:class:`ApiError` with the password masked, or :class:`JobRefused` naming the playbook's field when OAR
+refuses a job.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from grid5000.exceptions import Grid5000AuthenticationError, Grid5000Error
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from g5kdeploy.credentials import Endpoint
-from g5kdeploy.errors import ApiError
+from g5kdeploy.errors import ApiError, G5kError, JobRefused
 from g5kdeploy.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -28,6 +30,22 @@ LIVE_STATES = "waiting,launching,running,hold"
 ALREADY_KILLED = "This job was already killed"
 #: The API relays OAR's submission, which may take minutes (its own time-out is 300 s, the proxy's 180 s).
 DEFAULT_TIMEOUT = 200.0
+# g5k-api wraps OAR's answers as "Request to <its internal OAR API URL> failed with status 400: <OAR's text>".
+# The URL is the platform's inside (the simulator names the real one): no use to the user, unlike OAR's text.
+_RELAY = re.compile(r"^Request to \S+ failed with status \d+: ")
+# The part of a job an OAR refusal is about, from its text; first match wins ("not enough resources" comes after
+# "Set default walltime" in one message). The body's fields all come from the playbook's reservation section
+# (phases/reserve.py): resources from the roles, the rest by name.
+_REFUSED_FIELDS = (
+    (re.compile(r"reservation", re.IGNORECASE), "reservation.reservation"),
+    (re.compile(r"resource|propert", re.IGNORECASE), "reservation.roles (nodes, cluster, properties)"),
+    (re.compile(r"job type|\btypes?\b", re.IGNORECASE), "reservation.types"),
+    (re.compile(r"queue", re.IGNORECASE), "reservation.queue"),
+    (re.compile(r"project", re.IGNORECASE), "reservation.project"),
+    (re.compile(r"walltime", re.IGNORECASE), "reservation.walltime"),
+)
+#: Refusals about who is asking, not what: they stay ApiErrors.
+_AUTH_STATUSES = (401, 403)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -42,9 +60,29 @@ def _failure(state: RetryCallState) -> str:
     return str(state.outcome.exception())
 
 
+def _utf8(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8")
+
+
+def _refused(site: str, status: int, text: str) -> JobRefused:
+    """OAR's refusal of a job, naming the playbook field it is most likely about."""
+    field = next((name for pattern, name in _REFUSED_FIELDS if pattern.search(text)), "reservation")
+    return JobRefused(
+        f"{field}: OAR refused the job on {site}: {text}",
+        status=status,
+        field=field,
+        oar_text=text,
+        hint=f"nothing was submitted; change {field.split(' ')[0]} and run again",
+    )
+
+
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Turn python-grid5000's and requests' exceptions into ApiError, naming the action."""
+def _translated(action: str, *, refusal: Callable[[int, str], G5kError] | None = None) -> Iterator[None]:
+    """Turn python-grid5000's and requests' exceptions into ApiError, naming the action.
+
+    With ``refusal``, a 4xx answer about the request itself (not the credentials) becomes
+    ``refusal(status, text)``.
+    """
     try:
         yield
     except Grid5000AuthenticationError:
@@ -58,7 +96,10 @@ def _translated(action: str) -> Iterator[None]:
         message = getattr(exc, "error_message", str(exc))
         if isinstance(message, bytes):
             message = message.decode(errors="replace")
-        raise ApiError(f"{action}: {status}: {redact(str(message)).strip()}", status=status) from None
+        text = _RELAY.sub("", redact(str(message)).strip())
+        if refusal is not None and status is not None and 400 <= status < 500 and status not in _AUTH_STATUSES:
+            raise refusal(status, text) from None
+        raise ApiError(f"{action}: {status}: {text}", status=status) from None
     except requests.exceptions.RetryError:
         raise ApiError(f"{action}: the API kept answering with server errors", status=None) from None
     except requests.exceptions.Timeout:
@@ -82,8 +123,10 @@ class Api:
         self.endpoint = endpoint
         self._gk = Grid5000(
             uri=endpoint.url,
-            username=endpoint.username,
-            password=endpoint.password,
+            # requests encodes str credentials as Latin-1 (UnicodeEncodeError past it) and sends bytes as they
+            # are: UTF-8, as curl and browsers send them and as the API decodes them.
+            username=_utf8(endpoint.username),
+            password=_utf8(endpoint.password),
             verify_ssl=endpoint.verify_ssl,
             timeout=timeout,
         )
@@ -129,6 +172,12 @@ class Api:
             lambda: [c.to_dict() for c in self._site(site).clusters.list(queues="all")],
         )
 
+    def node_uids(self, site: str, cluster: str) -> list[str]:
+        """The nodes of ``cluster`` in the reference API, by short uid (``gros-12``)."""
+        return self._retrying(
+            f"list nodes of {cluster}", lambda: [node.uid for node in self._site(site).clusters[cluster].nodes.list()]
+        )
+
     def site_status(self, site: str) -> dict[str, Any]:
         return self._retrying(
             f"status of {site}",
@@ -164,7 +213,9 @@ class Api:
         failures = 0
         while True:
             try:
-                with _translated(f"submit job {name!r} to {site}"):
+                with _translated(
+                    f"submit job {name!r} to {site}", refusal=lambda status, text: _refused(site, status, text)
+                ):
                     job: dict[str, Any] = self._site(site).jobs.create(body).to_dict()
                 break
             except ApiError as exc:

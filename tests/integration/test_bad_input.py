@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.conftest import playbook_text
 
 GOOD = playbook_text()
+BENCH = GOOD + "bench:\n  paths: [/etc/hostname]\n"
+# The classic "billion laughs": nine levels of ten aliases each, 10^9 strings once expanded.
+LAUGHS = (
+    GOOD
+    + 'lol0: &l0 "lol"\n'
+    + "".join(f"lol{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]\n" for level in range(1, 10))
+)
 
 PLAYBOOK_CASES = {
     "not-yaml": ("version: 1\nname: [unclosed\n", "exp.yaml:3: not valid YAML"),
@@ -47,6 +56,90 @@ PLAYBOOK_CASES = {
     "unknown-site": (GOOD.replace("site: nancy", "site: atlantis"), "reservation.site: unknown site 'atlantis'"),
     "unknown-cluster": (GOOD.replace("cluster: gros", "cluster: nope"), "no cluster 'nope' on nancy"),
     "cluster-elsewhere": (GOOD.replace("cluster: gros", "cluster: paravance"), "(it is on rennes; add that site)"),
+    # Values that would reach OAR unchecked.
+    "walltime-absurd": (
+        GOOD.replace("walltime: 1:00", "walltime: 99999999999999999999:00"),
+        "exp.yaml:9: reservation.walltime: '99999999999999999999:00' is longer than 168:00:00",
+    ),
+    "walltime-thousands-of-digits": (
+        GOOD.replace("walltime: 1:00", "walltime: " + "9" * 5000 + ":00"),
+        "reservation.walltime: '9999999999",
+    ),
+    "nodes-yes": (
+        GOOD.replace("nodes: 2", "nodes: yes"),
+        "exp.yaml:8: reservation.roles.exporter.nodes: Input should be",
+    ),
+    "nodes-true": (
+        GOOD.replace("nodes: 2", "nodes: true"),
+        "reservation.roles.exporter.nodes: Input should be a valid",
+    ),
+    "nodes-thousands-of-digits": (
+        GOOD.replace("nodes: 2", "nodes: 1" + "0" * 5000),
+        "reservation.roles.exporter.nodes",
+    ),
+    "iterations-true": (BENCH + "  iterations: true\n", "bench.iterations: Input should be a valid integer"),
+    "port-yes": (GOOD + "collect:\n  port: yes\n", "collect.port: Input should be a valid integer"),
+    "types-semicolon": (GOOD + "  types: [deploy;reboot]\n", "reservation.types: job type 'deploy;reboot'"),
+    "types-and-and": (GOOD + "  types: [night&&reboot]\n", "reservation.types: job type 'night&&reboot'"),
+    "project-newline": (GOOD + '  project: "team\\nx"\n', "reservation.project: 'team\\nx'"),
+    "job-name-newline": (GOOD + '  job_name: "exp\\n"\n', "reservation.job_name: 'exp\\n'"),
+    "reservation-trailing-newline": (GOOD + '  reservation: "2036-12-01 19:00\\n"\n', "reservation.reservation"),
+    "properties-open-parenthesis": (
+        GOOD.replace("cluster: gros}\n", "cluster: gros, properties: \"(wattmeter='YES'\"}\n", 1),
+        "reservation.roles.collector.properties: \"(wattmeter='YES'\" opens a parenthesis it does not close",
+    ),
+    "properties-dangling-and": (
+        GOOD.replace("cluster: gros}\n", "cluster: gros, properties: \"wattmeter='YES' AND\"}\n", 1),
+        "reservation.roles.collector.properties: \"wattmeter='YES' AND\" ends with AND",
+    ),
+    "properties-brace": (
+        GOOD.replace("cluster: gros}\n", "cluster: gros, properties: \"cluster='gros'}/nodes=9\"}\n", 1),
+        "reservation.roles.collector.properties",
+    ),
+    # Known to the reference API before anything is submitted.
+    "reservation-past": (
+        GOOD + "  reservation: 2020-01-01 10:00:00\n",
+        "reservation.reservation: 2020-01-01 10:00:00 is in the past",
+    ),
+    "nodes-beyond-cluster": (
+        GOOD.replace("nodes: 2", "nodes: 500"),
+        "reservation.roles.exporter.nodes: 500 nodes on cluster gros, which has 124",
+    ),
+    "roles-beyond-cluster": (
+        GOOD.replace("nodes: 2", "nodes: 124"),
+        "reservation.roles: collector (1) + exporter (124) = 125 nodes on cluster gros, which has 124",
+    ),
+    "queue-of-cluster": (
+        GOOD.replace("cluster: gros", "cluster: grue"),
+        "reservation.queue: cluster grue takes jobs in the production queue, not default",
+    ),
+    # Typos name the right section's keys, with a suggestion.
+    "bench-typo": (
+        BENCH + "  iteratons: 5\n",
+        "bench.iteratons: unknown key (check its spelling and where it is indented); did you mean iterations? "
+        "allowed under bench: roles, paths, iterations, warmup",
+    ),
+    "deploy-typo": (
+        GOOD + "deploy:\n  method: nxc\n  retrys: 1\n",
+        "deploy.retrys: unknown key (check its spelling and where it is indented); did you mean retries? "
+        "allowed under deploy: method, flavour",
+    ),
+    "nightly-typo": (
+        GOOD + "nightly:\n  threshhold: 0.1\n",
+        "did you mean threshold? allowed under nightly: start, walltime, keep",
+    ),
+    "binary-cache-typo": (
+        GOOD + "deploy:\n  method: nxc\n  binary_cache: {url: https://c.example.org, publickey: c-1:AAAA}\n",
+        "deploy.binary_cache.publickey: unknown key (check its spelling and where it is indented); "
+        "did you mean public_key? allowed under deploy.binary_cache: url, public_key",
+    ),
+    # Only the documented words switch eBPF.
+    "ebpf-yes": (BENCH + "  ebpf: [off, yes]\n", "bench.ebpf.1: 'yes' is not allowed; expected 'on' or 'off'"),
+    "ebpf-true": (BENCH + "  ebpf: [true]\n", "bench.ebpf.0: True is not allowed; expected 'on' or 'off'"),
+    # Bounded reading.
+    "recursive-alias": (GOOD + "  types: &types [*types]\n", "exp.yaml:11: alias *types is used inside its own anchor"),
+    "deep-nesting": (GOOD + "deep: " + "[" * 3000 + "]" * 3000 + "\n", "nested deeper than"),
+    "too-large": (GOOD + ("# padding\n" * 120_000), "exp.yaml: 1.1 MiB, more than a playbook's limit of 1 MiB"),
 }
 
 
@@ -58,6 +151,64 @@ def test_bad_playbook_is_refused_before_anything_is_submitted(case, g5k, sim, tm
     result = g5k("reserve", str(book))
     assert result.exit_code == 2, result.output
     assert expected in result.stderr
+    assert sim.simulator.jobs() == []
+
+
+@pytest.mark.timeout(20)
+def test_alias_expansion_is_refused_without_expanding(g5k, sim, tmp_path):
+    book = tmp_path / "exp.yaml"
+    book.write_text(LAUGHS)
+    result = g5k("reserve", str(book))
+    assert result.exit_code == 2, result.output
+    assert "aliases expand to more than 10000 values" in result.stderr
+    assert sim.simulator.jobs() == []
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_is_refused_without_blocking(g5k, sim, tmp_path):
+    fifo = tmp_path / "exp.yaml"
+    os.mkfifo(fifo)
+    result = g5k("reserve", str(fifo))
+    assert result.exit_code == 2, result.output
+    assert f"{fifo}: not a regular file (a FIFO)" in result.stderr
+    assert sim.simulator.jobs() == []
+
+
+@pytest.mark.timeout(20)
+def test_an_endless_device_is_refused_without_reading_it(g5k, sim):
+    result = g5k("reserve", "/dev/zero")
+    assert result.exit_code == 2, result.output
+    assert "/dev/zero: not a regular file (a character device)" in result.stderr
+    assert sim.simulator.jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8", "exp.yaml: not UTF-8 text (byte 0x89 at offset 0)"),
+        (GOOD.encode("utf-16"), "exp.yaml: not UTF-8 text (byte 0xff at offset 0)"),
+    ],
+    ids=["binary", "utf-16"],
+)
+def test_text_that_is_not_utf8_names_the_file(content, expected, g5k, sim, tmp_path):
+    book = tmp_path / "exp.yaml"
+    book.write_bytes(content)
+    result = g5k("reserve", str(book))
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "save the playbook as UTF-8" in result.stderr
+    assert sim.simulator.jobs() == []
+
+
+def test_a_refusal_by_oar_names_the_field_and_quotes_oar_without_the_real_url(g5k, sim, tmp_path):
+    """A properties filter that parses but names no OAR column: only OAR can tell."""
+    book = tmp_path / "exp.yaml"
+    book.write_text(GOOD.replace("cluster: gros}\n", "cluster: gros, properties: \"colour='blue'\"}\n", 1))
+    result = g5k("reserve", str(book))
+    assert result.exit_code == 2, result.output
+    assert "reservation.roles (nodes, cluster, properties): OAR refused the job on nancy" in result.stderr
+    assert 'column "colour" does not exist' in result.stderr
+    assert "api.grid5000.fr" not in result.output
     assert sim.simulator.jobs() == []
 
 

@@ -105,3 +105,86 @@ def test_bad_bench_sections_are_refused_with_the_field(change, expected):
     with pytest.raises(ConfigError) as caught:
         parse_playbook(BENCH.replace(*change), source="b.yaml")
     assert expected in str(caught.value)
+
+
+def test_types_take_the_oar_forms_and_refuse_shell_characters():
+    real = ["deploy", "exotic", "container=123", "inner=4242", "timesharing=user,*", "monitor=prom_.*default_metrics"]
+    real += ["token:licence=2", "postpone=2026-12-01 19:00", "origin=enoslib_g5k"]
+    playbook = parse_playbook(GOOD + f"  types: {real!r}\n")
+    assert playbook.reservation.types == real
+    for bad in ["deploy;reboot", "night&&reboot", "a|b", "x=$(id)", "`id`", "deploy night", "", "exotic\n"]:
+        with pytest.raises(ConfigError, match=r"reservation\.types: job type .* OAR types are single words"):
+            parse_playbook(GOOD + f"  types: [{bad!r}]\n".replace("'", '"'))
+
+
+def test_walltime_is_at_most_a_week():
+    assert parse_playbook(GOOD.replace("walltime: 1:30", "walltime: 168:00")).reservation.walltime_seconds == 604800
+    with pytest.raises(ConfigError, match=r"reservation\.walltime: '168:00:01' is longer than 168:00:00"):
+        parse_playbook(GOOD.replace("walltime: 1:30", "walltime: 168:00:01"))
+    with pytest.raises(ConfigError, match=r"nightly\.walltime: '200' is longer than 168:00:00"):
+        parse_playbook(GOOD + "nightly:\n  walltime: 200\n")
+
+
+@pytest.mark.timeout(10)
+def test_aliases_share_settings_but_cannot_expand_without_bound():
+    shared = GOOD.replace(
+        "    collector: {nodes: 1, cluster: gros}\n    exporter: {nodes: 2, cluster: gros}\n",
+        "    collector: &role {nodes: 1, cluster: gros}\n    exporter: {<<: *role, nodes: 2}\n",
+    )
+    roles = parse_playbook(shared).reservation.roles
+    assert (roles["exporter"].nodes, roles["exporter"].cluster) == (2, "gros")
+    laughs = (
+        GOOD
+        + "  types: &a0 [deploy]\n"
+        + "".join(f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    )
+    with pytest.raises(ConfigError, match=r"b\.yaml:\d+: aliases expand to more than 10000 values"):
+        parse_playbook(laughs, source="b.yaml")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("bench:\n  paths: [/etc/hostname]\n  iteratons: 5\n", "did you mean iterations? allowed under bench: roles,"),
+        ("deploy:\n  method: nxc\n  flavor: g5k-image\n", "did you mean flavour? allowed under deploy: method,"),
+        ("collect:\n  quries: {}\n", "did you mean queries? allowed under collect: role, port, step, queries"),
+        ("nightly:\n  metric: [p50_ns]\n", "did you mean metrics? allowed under nightly: start,"),
+        ("ssh:\n  keys: ~/.ssh/id\n", "did you mean key? allowed under ssh: key"),
+        ("colect: {}\n", "did you mean collect? allowed at the top: version, name"),
+        ("  wall_time: 2\n", "did you mean walltime? allowed under reservation: site, roles,"),
+    ],
+    ids=["bench", "deploy", "collect", "nightly", "ssh", "top", "reservation"],
+)
+def test_an_unknown_key_lists_its_own_section_and_suggests_the_nearest(extra, expected):
+    with pytest.raises(ConfigError, match="unknown key") as caught:
+        parse_playbook(GOOD + extra)
+    assert expected in str(caught.value)
+
+
+def test_properties_pass_as_sql_and_fail_when_they_cannot_be():
+    good = ["wattmeter='YES'", "cluster in ('gros', 'grisou') and (memnode > 2)", "a='it''s'", "x like 'gr%'"]
+    for properties in good:
+        assert parse_playbook(GOOD.replace("cluster: gros}", f'cluster: gros, properties: "{properties}"}}', 1))
+    bad = {
+        "(wattmeter='YES'": "opens a parenthesis it does not close",
+        "wattmeter='YES')": "closes a parenthesis it never opened",
+        "wattmeter='YES": "has an unbalanced quote",
+        "wattmeter='YES' or": "ends with OR",
+        "and wattmeter='YES'": "starts with AND",
+        "memnode >": "ends with >",
+        "wattmeter='YES'; drop table jobs": "';' ends the SQL statement",
+        "x='1'}/nodes=9": "braces end the filter",
+    }
+    for properties, expected in bad.items():
+        with pytest.raises(ConfigError, match=r"reservation\.roles\.collector\.properties") as caught:
+            parse_playbook(GOOD.replace("cluster: gros}", f'cluster: gros, properties: "{properties}"}}', 1))
+        assert expected in str(caught.value)
+
+
+def test_the_wrong_file_lists_fifty_problems_then_a_count():
+    with pytest.raises(ConfigError) as caught:
+        parse_playbook(GOOD + "".join(f"key{i}: 1\n" for i in range(300)), source="b.yaml")
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 51
+    assert lines[0].startswith("b.yaml:10: key0: unknown key")
+    assert lines[-1] == "... and 250 more problems"
