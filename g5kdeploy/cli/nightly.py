@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -23,9 +22,9 @@ from g5kdeploy.nightly.install import (
     uninstall_cron,
     uninstall_systemd,
 )
-from g5kdeploy.nightly.regression import Report
-from g5kdeploy.phases.nightly import check, plan_night, require_nightly, run_nightly
-from g5kdeploy.playbook import PARIS, load_playbook
+from g5kdeploy.nightly.regression import EXIT_OK, EXIT_REGRESSION, Report
+from g5kdeploy.phases.nightly import PlannedJob, check, plan_nightly, require_nightly, run_nightly
+from g5kdeploy.playbook import load_playbook
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
 from g5kdeploy.walltime import format_duration
@@ -44,23 +43,58 @@ def register(root: typer.Typer) -> None:
 @app.command("plan")
 @handle_errors
 def plan_command(ctx: typer.Context, playbook: Book, as_json: JsonFlag = False) -> None:
-    """The next legal slot (nights on working days, weekends, French holidays) and the reservation to submit."""
+    """The next legal slot (nights on working days, weekends, French holidays) and the OAR request to submit.
+
+    Reads the API as the reserve phase does (sites, clusters), submits nothing."""
     state = settings(ctx)
     book = load_playbook(playbook)
     require_nightly(book, playbook)
-    slot, notes = plan_night(book, datetime.now(PARIS))
-    walltime = f"walltime={format_duration(slot.walltime)}"
+    testbed = testbed_for(book.testbed)
+    # On the local testbed planning starts a simulator: SIGTERM must unwind to stop it too.
+    terminate_as_interrupt()
+    plan = plan_nightly(book, playbook, state.store, testbed, api_url=api_url_for(book))
+    name_is_run_id = book.reservation.job_name is None
     if as_json:
         print_json(
-            {**slot.to_json(), "notes": notes, "oar": {"reservation": slot.oar_reservation, "resources": walltime}}
-        )
+            {
+                "testbed": book.testbed,
+                "usage_policy": testbed.usage_policy,
+                "slot": plan.slot.to_json() if plan.slot else None,
+                "notes": plan.notes,
+                "attach_to": plan.attach_to,
+                "jobs": [
+                    {"site": job.site, "walltime": format_duration(job.walltime), "body": job.body,
+                     "name_is_run_id": name_is_run_id}
+                    for job in plan.jobs
+                ],
+            }
+        )  # fmt: skip
         return
-    for note in notes:
-        state.err.print(f"skipped: {note}", highlight=False, markup=False)
-    state.out.print(f"slot: {slot}", highlight=False, markup=False)
-    state.out.print(
-        f'oar: reservation="{slot.oar_reservation}" resources="...,{walltime}"', highlight=False, markup=False
-    )
+    lines = [f"slot: {plan.slot}"] if plan.slot else []
+    lines += [f"note: {note}" for note in plan.notes]
+    if plan.attach_to:
+        lines.append(f"the night's run {plan.attach_to} exists: g5k nightly run attaches to it, submits nothing")
+    for job in plan.jobs:
+        lines += [f"OAR request on {job.site}:", *_request_lines(job, name_is_run_id=name_is_run_id)]
+    for line in lines:
+        state.out.print(line, highlight=False, markup=False)
+
+
+def _request_lines(job: PlannedJob, *, name_is_run_id: bool) -> list[str]:
+    """The job body as the reserve phase POSTs it, every field shown (defaults included)."""
+    body = job.body
+    reservation = body.get("reservation")
+    when = f"{reservation} (Europe/Paris)" if reservation else "none, the job starts at once"
+    return [
+        f"  name: {body['name']}" + (" (the run's id, new for each run)" if name_is_run_id else ""),
+        f"  resources: {body['resources']}",
+        f"  walltime: {format_duration(job.walltime)}",
+        f"  reservation: {when}",
+        f"  types: {', '.join(body.get('types', [])) or 'none'}",
+        f"  queue: {body.get('queue', 'default')}",
+        f"  project: {body.get('project') or 'none'}",
+        f"  command: {body['command']}",
+    ]
 
 
 @app.command("run")
@@ -97,6 +131,7 @@ def run_command(
                 "notes": outcome.notes,
                 "report": str(outcome.files.get("markdown")),
                 "regressions": len(outcome.report.regressions),
+                "history": outcome.report.to_dict()["history"],
                 "hook": outcome.hook,
             }
         )
@@ -106,13 +141,16 @@ def run_command(
         _print_changes(state.out, outcome.report)
         if outcome.hook:
             state.out.print(outcome.hook, highlight=False, markup=False)
-    raise typer.Exit(outcome.report.exit_code)
+    # The night's run went through: too little history yet is ``check``'s verdict (exit 4), not a failed night,
+    # which the timer would otherwise report for the first nights of every new playbook.
+    raise typer.Exit(EXIT_REGRESSION if outcome.report.regressions else EXIT_OK)
 
 
 @app.command("check")
 @handle_errors
 def check_command(ctx: typer.Context, playbook: Book, as_json: JsonFlag = False) -> None:
-    """Change points in the playbook's finished runs: exit 0 if nothing regressed, 3 on a regression."""
+    """Change points in the playbook's finished runs: exit 0 if nothing regressed, 3 on a regression, 4 when no
+    series has enough runs yet to be checked."""
     state = settings(ctx)
     book = load_playbook(playbook)
     report, files = check(state.store, book)
@@ -127,6 +165,11 @@ def check_command(ctx: typer.Context, playbook: Book, as_json: JsonFlag = False)
 def _print_changes(out: Console, report: Report) -> None:
     for split in report.splits:
         out.print(f"note: {split.message}", highlight=False, markup=False)
+    if report.history_message:
+        out.print(report.history_message, highlight=False, markup=False)
+        return
+    for message in report.short_series():
+        out.print(f"note: {message}", highlight=False, markup=False)
     if not report.changes:
         out.print(f"no change over {report.runs} runs", highlight=False, markup=False)
         return

@@ -26,6 +26,8 @@ MARKDOWN = "nightly.md"
 JSON = "nightly.json"
 KIND_COLOUR = {"regression": "tab:red", "improvement": "tab:green"}
 UNITS = {"p50_ns": "ns", "p99_ns": "ns", "calls_per_s": "calls/s", "override_total": "overridden calls"}
+#: Half the least y span of a panel whose values sit at 0 (a counter that never moved), in the metric's unit.
+ZERO_HALF_SPAN = 1.0
 
 
 def write_nightly(report: Report, history: Sequence[RunSummary], out_dir: Path) -> dict[str, Path]:
@@ -43,7 +45,9 @@ def write_nightly(report: Report, history: Sequence[RunSummary], out_dir: Path) 
         if not series:
             continue
         path = out_dir / f"nightly-{metric}.png"
-        _plot(metric, series, report, history, path)
+        buffer = io.BytesIO()
+        metric_figure(metric, series, report, history).savefig(buffer, format="png", dpi=DPI)
+        atomic_write_bytes(path, buffer.getvalue())
         written[metric] = path
     json_path = out_dir / JSON
     atomic_write_text(json_path, report.to_json())
@@ -77,16 +81,22 @@ def render_markdown(report: Report, history: Sequence[RunSummary], figures: dict
         f"**{len(report.regressions)} regression(s), {len(report.improvements)} improvement(s): exit code "
         f"{report.exit_code}.**",
         "",
-        "## Changes",
-        "",
     ]
+    if report.history_message:
+        lines += [f"{_sentence(report.history_message)}: no series was checked yet.", ""]
+    short = report.short_series()
+    if short:
+        lines += [f"- {_sentence(message)}: not checked yet." for message in short] + [""]
+    lines += ["## Changes", ""]
     rows = report.rows()
     if rows:
         headers = [header if header != "run" else "run where it changed" for header in ROW_HEADERS]
         lines += [_row(headers), _row(["---"] * len(headers))]
         lines += [_row([_cell(row[name]) for name in ROW_HEADERS]) for row in rows]
-    else:
+    elif report.enough_history:
         lines.append(f"No change of {threshold:.0%} or more with confidence {confidence} or more.")
+    else:
+        lines.append("None found: no series has the runs to be checked yet.")
     # Change points big enough but not yet significant: usually a step in the last few runs, which the next
     # nights confirm or dismiss. Smaller ones are noise the penalty let through and only clutter the page.
     watch = [entry for entry in report.unconfirmed if abs(entry.change.relative) >= threshold]
@@ -123,6 +133,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _signed(value: float) -> str:
     return f"{value:+.1%}" if math.isfinite(value) else str(value)
 
@@ -130,7 +144,7 @@ def _signed(value: float) -> str:
 # --- figures ----------------------------------------------------------------------------------------------------
 
 
-def _plot(metric: str, series: Sequence[Series], report: Report, history: Sequence[RunSummary], path: Path) -> None:
+def metric_figure(metric: str, series: Sequence[Series], report: Report, history: Sequence[RunSummary]) -> Figure:
     """History of one metric: a panel per combination, a colour per (hardware, kernel configuration) series,
     repetitions as dots, the per-run mean as a line, changes and series splits as vertical lines."""
     combinations = sorted({one.key.combination for one in series})
@@ -164,15 +178,27 @@ def _plot(metric: str, series: Sequence[Series], report: Report, history: Sequen
                 axes.annotate(f"{split.what}: {_short(split.before)} → {_short(split.after)}",
                               xy=(split.position - 0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(3, 2),
                               textcoords="offset points", fontsize=7, color="grey")  # fmt: skip
+        _least_span(axes, float(report.parameters.get("threshold", 0.05)))
         axes.set_title(combination, fontsize=9, loc="left")
         axes.set_ylabel(UNITS.get(metric, metric), fontsize=8)
         axes.tick_params(labelsize=7)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7, loc="best")
     _time_axis(axes_list[-1], history)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    atomic_write_bytes(path, buffer.getvalue())
+    return figure
+
+
+def _least_span(axes: Axes, threshold: float) -> None:
+    """Widen a y axis narrower than +-``threshold`` of its level to exactly that, around the same centre.
+
+    Autoscaling fits the data, so a metric equal in every run up to float rounding (p50 at 1e-5 ns) would fill
+    the panel with a zigzag of noise. The threshold is the smallest change the report cares about: a change
+    that size still shows, and a flat series looks flat."""
+    low, high = axes.get_ylim()
+    centre = (low + high) / 2
+    half = max(threshold * abs(centre), ZERO_HALF_SPAN)
+    if high - low < 2 * half:
+        axes.set_ylim(centre - half, centre + half)
 
 
 def _short(value: str | None) -> str:

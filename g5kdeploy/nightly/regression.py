@@ -11,6 +11,7 @@ one of them alone fires on noise now and then and a nightly alarm that cries wol
    hardly move). The second matters on real machines, where one run differs from the next by more than its
    repetitions differ from each other (boot, placement, frequency), and the repetitions alone would flood
    the report. ``min_size=2``: one odd night is not a change; a step shows once two runs after it exist.
+   A series is checked from ``MIN_RUNS`` runs on; before that the report says there is not enough history.
 2. **Magnitude.** ``|after - before| / before >= threshold`` (5 % by default), means of the segments on either
    side of the change point (up to the neighbouring change points, so an older step does not dilute a newer).
 3. **Significance.** Welch's t-test and the Mann-Whitney U test on the repetition-level values of the two
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -58,6 +60,15 @@ log = get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_REGRESSION = 3
+#: No series has ``MIN_RUNS`` runs yet: nothing was checked, which is not a pass.
+EXIT_NOT_ENOUGH_HISTORY = 4
+#: Runs in a segment at least: one odd night is not a change.
+MIN_SEGMENT = 2
+#: Runs a series needs before it is checked. Two segments of ``MIN_SEGMENT`` (4) are the least Pelt can split,
+#: but with two repetitions a run (the statx playbooks) Mann-Whitney on 2 + 2 runs cannot go below p = 0.029:
+#: reaching the 0.99 confidence takes a third run before the step (6 samples against 4), so 5 runs; the sixth
+#: keeps the between-run noise (the median of 5 successive differences) clear of the step's one difference.
+MIN_RUNS = 6
 DEFAULT_METRICS = ("p50_ns", "p99_ns", "calls_per_s", "override_total")
 #: Whether a higher value is better; decides regression vs improvement.
 HIGHER_IS_BETTER = {"p50_ns": False, "p99_ns": False, "calls_per_s": True, "override_total": True}
@@ -159,6 +170,8 @@ class Report:
     splits: list[SeriesSplit] = field(default_factory=list)
     skipped: list[SkippedRun] = field(default_factory=list)
     runs: int = 0
+    #: Runs a series needs before it is checked (``MIN_RUNS`` unless the caller chose otherwise).
+    min_runs: int = MIN_RUNS
 
     @property
     def regressions(self) -> list[Change]:
@@ -169,9 +182,37 @@ class Report:
         return [change for change in self.changes if change.kind == "improvement"]
 
     @property
+    def enough_history(self) -> bool:
+        """Whether at least one series had the runs to be checked."""
+        return any(check.checked for check in self.series)
+
+    @property
+    def history_runs(self) -> int:
+        """Runs of the longest comparable series: what counts towards ``min_runs``, splits considered."""
+        return max((check.runs for check in self.series), default=0)
+
+    @property
+    def history_message(self) -> str | None:
+        """``not enough history (N of M needed)`` when no series could be checked, else None."""
+        return None if self.enough_history else _not_enough(self.history_runs, self.min_runs)
+
+    def short_series(self) -> list[str]:
+        """When some series were checked: one line per (hardware, kernel configuration, runs) left unchecked."""
+        if not self.enough_history:
+            return []
+        groups = Counter((check.key.hardware, check.key.kernel_config, check.runs)
+                         for check in self.series if not check.checked)  # fmt: skip
+        return [
+            _not_enough(runs, self.min_runs, f" on {hardware} · config {(config or 'unknown')[:12]} for {count} series")
+            for (hardware, config, runs), count in groups.items()
+        ]
+
+    @property
     def exit_code(self) -> int:
-        """0 when nothing regressed (improvements included), 3 when a regression is reported."""
-        return EXIT_REGRESSION if self.regressions else EXIT_OK
+        """3 when a regression is reported, else 4 when no series could be checked, else 0 (improvements too)."""
+        if self.regressions:
+            return EXIT_REGRESSION
+        return EXIT_OK if self.enough_history else EXIT_NOT_ENOUGH_HISTORY
 
     def rows(self) -> list[dict[str, str]]:
         """One row per reported change, every cell a string, keys ``ROW_HEADERS``; regressions first."""
@@ -184,6 +225,12 @@ class Report:
             "playbook": self.playbook,
             "runs": self.runs,
             "exit_code": self.exit_code,
+            "history": {
+                "enough": self.enough_history,
+                "runs": self.history_runs,
+                "needed": self.min_runs,
+                "message": self.history_message,
+            },
             "parameters": self.parameters,
             "changes": [change.to_dict() for change in self.changes],
             "unconfirmed": [candidate.to_dict() for candidate in self.unconfirmed],
@@ -201,7 +248,7 @@ def detect(
     *,
     metrics: Sequence[str] = DEFAULT_METRICS,
     threshold: float = 0.05,
-    min_runs: int = 6,
+    min_runs: int = MIN_RUNS,
     confidence: float = 0.99,
     penalty_scale: float = 3.0,
 ) -> Report:
@@ -223,13 +270,14 @@ def detect(
         splits=series_splits(history),
         skipped=list(history.skipped) if isinstance(history, History) else [],
         runs=len(history),
+        min_runs=min_runs,
     )
     for split in report.splits:
         log.info("series split", message=split.message)
     for series in build_series(history, metrics):
         if len(series.run_ids) < min_runs:
             report.series.append(SeriesCheck(series.key, len(series.run_ids), checked=False,
-                                             note=f"{len(series.run_ids)} runs, fewer than {min_runs}"))  # fmt: skip
+                                             note=_not_enough(len(series.run_ids), min_runs)))  # fmt: skip
             continue
         _check(series, report, threshold=threshold, confidence=confidence, penalty_scale=penalty_scale)
     report.changes.sort(key=lambda change: (change.position, change.metric, change.combination))
@@ -259,7 +307,7 @@ def _check(series: Series, report: Report, *, threshold: float, confidence: floa
     sigma = noise(series)
     penalty = penalty_scale * sigma**2 * math.log(len(means))
     # jump=1: every run is a possible change point (the default, 5, would report the change up to 4 runs late).
-    ends = ruptures.Pelt(model="l2", min_size=2, jump=1).fit(means.reshape(-1, 1)).predict(pen=penalty)
+    ends = ruptures.Pelt(model="l2", min_size=MIN_SEGMENT, jump=1).fit(means.reshape(-1, 1)).predict(pen=penalty)
     points = [index for index in ends if index < len(means)]
     report.series.append(SeriesCheck(series.key, len(means), checked=True, noise=sigma, change_points=len(points)))
     bounds = [0, *points, len(means)]
@@ -321,6 +369,10 @@ def _p_values(left: Sequence[float], right: Sequence[float]) -> tuple[float, flo
     welch = float(stats.ttest_ind(left, right, equal_var=False).pvalue)
     mann = float(stats.mannwhitneyu(left, right, alternative="two-sided").pvalue)
     return (1.0 if math.isnan(welch) else welch), (1.0 if math.isnan(mann) else mann)
+
+
+def _not_enough(runs: int, needed: int, where: str = "") -> str:
+    return f"not enough history{where} ({runs} of {needed} needed)"
 
 
 def _finite(value: float | None) -> float | None:

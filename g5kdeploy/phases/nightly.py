@@ -1,8 +1,8 @@
 """Nightly runs: book tonight's policy-legal slot, run the pipeline in it, then look for regressions.
 
-A night is identified by the start of its non-working window, recorded in the run, so a second
-``g5k nightly run`` the same night attaches to that run instead of booking again. The history check compares
-only runs of the same playbook on the same hardware and kernel configuration.
+A night is identified by the start of its non-working window (a day, on a testbed without usage policy),
+recorded in the run, so a second ``g5k nightly run`` the same night attaches to that run instead of booking
+again. The history check compares only runs of the same playbook on the same hardware and kernel configuration.
 """
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
-from g5kdeploy.errors import ConfigError
+from g5kdeploy.errors import ConfigError, JobRefused, ReservationError
 from g5kdeploy.log import get_logger
 from g5kdeploy.nightly.history import load_history
 from g5kdeploy.nightly.nightly_report import write_nightly
 from g5kdeploy.nightly.regression import Report, detect
 from g5kdeploy.nightly.schedule import DEFAULT_MARGIN, Slot, explain
 from g5kdeploy.phases.pipeline import OnPhase, run_pipeline
-from g5kdeploy.phases.reserve import create_run
+from g5kdeploy.phases.reserve import create_run, job_body, plan_jobs
 from g5kdeploy.playbook import PARIS, Nightly, Playbook
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.testbeds.base import Testbed
@@ -62,6 +64,61 @@ def plan_night(playbook: Playbook, now: datetime, *, clock_speed: float = 1.0) -
     return explain(now, walltime, time(hour, minute), margin=margin)
 
 
+def _night(playbook: Playbook, testbed: Testbed) -> tuple[Slot | None, list[str], str]:
+    """Tonight's slot (None without a usage policy), notes on it, and the key that names the night's run."""
+    now = datetime.fromtimestamp(testbed.clock.now(), PARIS)
+    if testbed.usage_policy:
+        slot, notes = plan_night(playbook, now, clock_speed=testbed.clock.speed)
+        # The night, not the slot: a later call the same night gets a later slot in the same window.
+        return slot, notes, slot.window_start.isoformat()
+    note = f"the {playbook.testbed} testbed has no usage policy: the run starts at once, one run a day"
+    return None, [note], now.date().isoformat()
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    site: str
+    walltime: int
+    #: The body the reserve phase POSTs to ``/sites/<site>/jobs``.
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    #: None on a testbed without usage policy: the run starts at once.
+    slot: Slot | None
+    notes: list[str]
+    jobs: list[PlannedJob]
+    #: The night's run when it already exists: ``g5k nightly run`` attaches to it and submits nothing.
+    attach_to: str | None = None
+
+
+def plan_nightly(
+    playbook: Playbook, playbook_path: Path, store: RunStore, testbed: Testbed, *, api_url: str
+) -> NightPlan:
+    """What ``run_nightly`` would submit now: the slot, and the reserve phase's OAR job bodies for it.
+
+    The reserve phase plans in a throw-away run directory (on the local testbed, its simulator is started
+    there and stopped), so the placement and bodies are the ones a run builds and nothing is submitted.
+    """
+    slot, notes, key = _night(playbook, testbed)
+    booked = _booked(playbook, slot)
+    tonight = _tonight(store, playbook, key)
+    with tempfile.TemporaryDirectory(prefix="g5k-nightly-plan-") as scratch:
+        scratch_store = RunStore(Path(scratch))
+        record = create_run(scratch_store, booked, playbook_path, api_url=api_url)
+        try:
+            api = testbed.open(record, scratch_store)
+            plan_jobs(record, scratch_store, api, booked, now=testbed.clock.now())
+        finally:
+            testbed.close(record, scratch_store)
+    jobs = [
+        PlannedJob(entry.site, entry.walltime, job_body(entry, booked, testbed.job_command(booked, entry.walltime)))
+        for entry in record.jobs
+    ]
+    return NightPlan(slot, notes, jobs, tonight.run_id if tonight else None)
+
+
 def _tonight(store: RunStore, playbook: Playbook, key: str) -> RunRecord | None:
     return next(
         (
@@ -83,16 +140,7 @@ def run_nightly(
     keep: bool = False,
     on_phase: OnPhase | None = None,
 ) -> NightlyOutcome:
-    now = datetime.fromtimestamp(testbed.clock.now(), PARIS)
-    slot: Slot | None = None
-    notes: list[str] = []
-    if testbed.usage_policy:
-        slot, notes = plan_night(playbook, now, clock_speed=testbed.clock.speed)
-        # The night, not the slot: a later call the same night gets a later slot in the same window.
-        key = slot.window_start.isoformat()
-    else:
-        notes = ["the local testbed has no usage policy: the night's run starts now"]
-        key = now.date().isoformat()
+    slot, notes, key = _night(playbook, testbed)
     record = _tonight(store, playbook, key)
     reattached = record is not None
     if record is None:
@@ -100,7 +148,16 @@ def run_nightly(
         record.nightly_slot = key
         store.save(record)
     if not record.released_at:
-        run_pipeline(record, store, testbed, keep=keep, on_phase=on_phase)
+        try:
+            run_pipeline(record, store, testbed, keep=keep, on_phase=on_phase)
+        except JobRefused as exc:
+            if slot is None:
+                raise
+            # The playbook is fine; tonight is taken. Not bad input: the next night may well be free.
+            raise ReservationError(
+                f"tonight's slot ({slot.oar_reservation}) was refused: {exc.oar_text}",
+                hint="the next nightly run tries the next window; g5k nightly plan shows it",
+            ) from None
     report, files = check(store, playbook)
     _prune(store, playbook, settings(playbook).keep)
     hook = None
@@ -110,18 +167,12 @@ def run_nightly(
 
 
 def _booked(playbook: Playbook, slot: Slot | None) -> Playbook:
-    """The playbook as submitted tonight: an advance reservation of the slot, with the nightly walltime."""
-    if slot is None:
-        return playbook
-    nightly = settings(playbook)
-    reservation = playbook.reservation.model_copy(
-        update={
-            "reservation": slot.oar_reservation,
-            "walltime": nightly.walltime or playbook.reservation.walltime,
-            # The job cannot start before the slot: the wait is counted from there.
-            "start_deadline": None,
-        }
-    )
+    """The playbook as submitted tonight: the nightly walltime, and an advance reservation of the slot if any."""
+    update: dict[str, Any] = {"walltime": settings(playbook).walltime or playbook.reservation.walltime}
+    if slot is not None:
+        # The job cannot start before the slot: the wait is counted from there.
+        update |= {"reservation": slot.oar_reservation, "start_deadline": None}
+    reservation = playbook.reservation.model_copy(update=update)
     return playbook.model_copy(update={"reservation": reservation})
 
 
