@@ -8,7 +8,10 @@ command (one fan-out to all nodes), the ratios, and the failed node-commands.
 
 Target: this layer at least 5x faster per command than execo at 32 nodes, and no failure at 64 nodes.
 
-    .venv/bin/python benchmarks/fanout.py [--commands 100] [--baseline-commands 5] [--nodes 8 32 64]
+    .venv/bin/python benchmarks/fanout.py [--commands 100] [--baseline-commands 5] [--nodes 8 32 64] [--smoke]
+
+``--smoke``: 4 nodes, 5 commands, 1 for the baselines; the same lines, and an exit status that only says
+whether it ran, not whether the target was met.
 """
 
 from __future__ import annotations
@@ -112,7 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=100)
     parser.add_argument("--baseline-commands", type=int, default=5)
     parser.add_argument("--nodes", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes; exit 0 whatever the verdict")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.nodes, args.commands, args.baseline_commands = [4], 5, 1
     print(
         f"`true` on every node, {args.commands} sequential commands for this layer (masters warmed by one untimed"
         f" command), {args.baseline_commands} for execo Remote and fabric ThreadingGroup (new connections each"
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     met &= results[largest]["this"].failures == 0
     print(f"target (>= {TARGET_RATIO:g}x execo at {TARGET_NODES} nodes, 0 failures at {largest} nodes): ", end="")
     print("met" if met else "MISSED")
-    return 0 if met else 1
+    return 0 if met or args.smoke else 1
 
 
 if __name__ == "__main__":
