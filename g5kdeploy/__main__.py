@@ -1,3 +1,3 @@
-from g5kdeploy.cli import main
+from g5kdeploy.entry import main
 
 main()

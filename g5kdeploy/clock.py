@@ -15,8 +15,10 @@ from typing import Protocol
 class Clock(Protocol):
     """Time as the API sees it, in epoch seconds, and a way to let it pass."""
 
-    #: API seconds per wall-clock second (anything bounded by ``timeout`` on a remote host runs in the latter).
-    speed: float
+    @property
+    def speed(self) -> float:
+        """API seconds per wall-clock second (anything bounded by ``timeout`` on a remote host runs in the latter)."""
+        ...
 
     def now(self) -> float: ...
 

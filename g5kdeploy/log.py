@@ -24,6 +24,11 @@ def register_secret(secret: str | None) -> None:
         _secrets.add(secret)
 
 
+def is_secret(value: str) -> bool:
+    """Whether ``value`` is a registered secret, or contains one."""
+    return any(secret in value for secret in _secrets)
+
+
 def redact(text: str) -> str:
     """``text`` with every registered secret replaced by ``***``."""
     for secret in sorted(_secrets, key=len, reverse=True):

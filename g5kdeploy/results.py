@@ -108,6 +108,14 @@ class LocalTestbedRecord(BaseModel):
     sshd_pids: dict[str, int] = {}
     addresses: dict[str, str] = {}
     monitoring_pids: list[int] = []
+    #: The collector's Prometheus and the nodes' exporters, picked free for this run unless the playbook pins one.
+    prometheus_port: int | None = None
+    exporter_port: int | None = None
+
+    def forget_nodes(self) -> None:
+        """The run moves to other nodes: what was started for the old ones is history (and already stopped)."""
+        self.sshd_pids, self.addresses, self.monitoring_pids = {}, {}, []
+        self.prometheus_port = self.exporter_port = None
 
 
 class NodeAccess(BaseModel):
@@ -154,6 +162,8 @@ class RunRecord(BaseModel):
     api_url: str
     phases: dict[str, PhaseRecord] = {}
     jobs: list[JobEntry] = []
+    #: Jobs of earlier reservations of this run (ended before a resume reserved again).
+    past_jobs: list[JobEntry] = []
     roles: dict[str, list[str]] = {}
     local: LocalTestbedRecord | None = None
     access: NodeAccess | None = None
@@ -206,20 +216,33 @@ class RunStore:
         atomic_write_text(self.directory(record.run_id) / RUN_FILE, text)
 
     def load(self, run: str) -> RunRecord:
-        """A run by id, or by the path of its directory."""
+        """A run by id, by a prefix of one id, by ``latest``, or by the path of its directory."""
         path = Path(run)
-        directory = path if (path / RUN_FILE).exists() else self.directory(run)
+        directory = path if (path / RUN_FILE).exists() else self.directory(self.resolve(run))
         try:
             data = json.loads((directory / RUN_FILE).read_text())
-        except FileNotFoundError:
-            known = ", ".join(self.run_ids()[-5:]) or "none yet"
-            raise ConfigError(
-                f"no run {run!r} in {self.results_dir}",
-                hint=f"recent runs: {known} (or pass --results-dir)",
-            ) from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{directory / RUN_FILE} is damaged ({exc})") from None
         return RunRecord.model_validate(data)
+
+    def resolve(self, run: str) -> str:
+        """The id of the run that ``run`` names: an id, ``latest``, or the start of exactly one id."""
+        ids = self.run_ids()
+        if run == "latest" and ids:
+            return ids[-1]
+        if run in ids:
+            return run
+        matches = [run_id for run_id in ids if run_id.startswith(run)] if run else []
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ConfigError(
+                f"{run!r} names {len(matches)} runs: {', '.join(matches[-5:])}", hint="give more of the run id"
+            )
+        known = ", ".join(ids[-5:]) or "none yet"
+        raise ConfigError(
+            f"no run {run!r} in {self.results_dir}", hint=f"recent runs: {known} (or latest, or pass --results-dir)"
+        )
 
     @contextmanager
     def locked(self, run_id: str) -> Iterator[None]:

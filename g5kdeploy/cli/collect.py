@@ -59,17 +59,19 @@ def collect_command(
 @handle_errors
 def verify_command(
     ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="The run directory or id to check against its manifest.")],
+    run: Annotated[str, typer.Argument(help="The run: its directory, id, id prefix or latest.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
 ) -> None:
     """Check every file of a run against its manifest.json; exit 1 naming what changed."""
     state = settings(ctx)
-    directory = Path(run) if (Path(run) / "run.json").exists() else state.store.directory(run)
-    if not (directory / "run.json").exists():
-        raise ConfigError(f"no run {run!r} in {state.store.results_dir}")
+    directory = Path(run) if (Path(run) / "run.json").exists() else state.store.directory(state.store.resolve(run))
     problems = verify_manifest(directory)
+    if as_json:
+        print_json({"run_dir": str(directory), "ok": not problems, "problems": problems})
     if problems:
         raise G5kError(f"{directory}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
-    state.out.print(f"{directory}: every file matches manifest.json", highlight=False, markup=False)
+    if not as_json:
+        state.out.print(f"{directory}: every file matches manifest.json", highlight=False, markup=False)
 
 
 @snapshot_app.command("serve")

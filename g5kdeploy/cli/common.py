@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -15,11 +16,12 @@ from rich.markup import escape
 
 from g5kdeploy.credentials import resolve_endpoint
 from g5kdeploy.errors import ConfigError, G5kError
-from g5kdeploy.log import redact
+from g5kdeploy.log import get_logger, redact
 from g5kdeploy.phases.reserve import create_run
 from g5kdeploy.playbook import Playbook, load_playbook
 from g5kdeploy.results import RunRecord, RunStore
 
+log = get_logger("g5k")
 P = ParamSpec("P")
 R = TypeVar("R")
 INTERRUPTED = 130
@@ -36,6 +38,20 @@ class Settings:
     @property
     def store(self) -> RunStore:
         return RunStore(self.results_dir)
+
+    def tell(self, message: str, *, level: str = "info", label: str | None = None, **fields: Any) -> None:
+        """A message for the user on stderr: a JSON log line with ``--log-json``, else a (labelled) line."""
+        if self.log_json:
+            getattr(log, level)(message, **fields)
+            return
+        colour = {"warning": "yellow", "error": "bold red"}.get(level, "bold")
+        prefix = f"[{colour}]{escape(label)}:[/] " if label else ""
+        extra = "".join(f" {escape(str(value))}" for value in fields.values())
+        self.err.print(f"{prefix}{escape(redact(message))}{extra}", highlight=False)
+
+
+#: This invocation's global options, set by the top-level callback, for code that has no context at hand.
+CURRENT: ContextVar[Settings | None] = ContextVar("g5k_settings", default=None)
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -58,7 +74,7 @@ def start_or_resume(state: Settings, playbook: Path | None, run: str | None, *, 
     assert playbook is not None
     book = load_playbook(playbook)
     record = create_run(state.store, book, playbook, api_url=api_url_for(book))
-    state.err.print(f"run [bold]{record.run_id}[/] in {state.store.directory(record.run_id)}", highlight=False)
+    state.tell(f"run {record.run_id} in {state.store.directory(record.run_id)}", run=record.run_id)
     return record
 
 
@@ -72,16 +88,19 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        err = Console(stderr=True, soft_wrap=True)
+        state = CURRENT.get() or Settings()
         try:
             return command(*args, **kwargs)
         except G5kError as exc:
-            err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
-            if exc.hint:
-                err.print(f"[yellow]hint:[/] {escape(redact(exc.hint))}", highlight=False)
+            if state.log_json:
+                log.error(redact(str(exc)), hint=redact(exc.hint) if exc.hint else None, exit_code=exc.exit_code)
+            else:
+                state.err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
+                if exc.hint:
+                    state.err.print(f"[yellow]hint:[/] {escape(redact(exc.hint))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]")
+            state.tell("interrupted", level="error", exit_code=INTERRUPTED)
             raise typer.Exit(INTERRUPTED) from None
 
     return wrapper

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from g5kdeploy.cli.common import handle_errors, print_json, settings
@@ -44,11 +45,13 @@ def deploy_command(
         print_json(_summary_json(record.run_id, summary))
         return
     if summary.dry_run:
-        for key, value in summary.plan.items():
-            if key == "descriptor":
-                # Every node's address and role: in --json; here, how many nodes it names.
-                value = f"{len(value.get('deployment', {}))} nodes (nxc's deployment descriptor; see --json)"
-            state.out.print(f"{key}: {value}", highlight=False, markup=False)
+        plan = dict(summary.plan)
+        if "descriptor" in plan:
+            # Every node's address and role: in --json; here, how many nodes it names.
+            plan["descriptor"] = f"{len(plan['descriptor'].get('deployment', {}))} nodes (nxc's descriptor; see --json)"
+        # YAML, not Python reprs: nested commands, files and nodes read as what they are.
+        text = yaml.safe_dump(plan, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
+        state.out.print(text.rstrip(), highlight=False, markup=False)
         return
     state.out.print(
         f"{record.run_id}: {len(summary.verified)} nodes verified, {len(summary.dropped)} dropped",

@@ -10,8 +10,9 @@ from rich.status import Status
 from rich.table import Table
 
 from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings, start_or_resume
+from g5kdeploy.cli.progress import job_line
 from g5kdeploy.errors import ConfigError, G5kError
-from g5kdeploy.phases.release import release
+from g5kdeploy.phases.release import release_run
 from g5kdeploy.phases.reserve import reserve
 from g5kdeploy.results import JobEntry, RunRecord
 from g5kdeploy.signals import terminate_as_interrupt
@@ -44,7 +45,7 @@ def reserve_command(
     with Status("submitting", console=state.err) as status:
 
         def show(entry: JobEntry, job: dict[str, Any]) -> None:
-            status.update(_progress_line(entry, job, testbed.clock.now()))
+            status.update(job_line(entry, job, testbed.clock.now()))
 
         record = reserve(record, store, testbed, keep=keep, on_update=show)
     if as_json:
@@ -53,19 +54,13 @@ def reserve_command(
         _print_roles(state, record)
 
 
-def _progress_line(entry: JobEntry, job: dict[str, Any], now: float) -> str:
-    line = f"{entry.label}: {job.get('state')}"
-    scheduled = job.get("scheduled_at")
-    if scheduled and job.get("state") not in ("running",):
-        line += f", start predicted in {format_duration(max(0, int(scheduled - now)))}"
-    return line
-
-
 @handle_errors
 def release_command(
     ctx: typer.Context,
-    run: Annotated[str | None, typer.Argument(help="The run to release (default: the latest).")] = None,
-    all_runs: Annotated[bool, typer.Option("--all", help="Release every run that still holds jobs.")] = False,
+    run: Annotated[str | None, typer.Argument(help="The run: id, id prefix or latest (default).")] = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Release every run that still holds jobs or local daemons.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Delete every job a run still holds, and stop its local testbed."""
@@ -74,7 +69,7 @@ def release_command(
     if all_runs and run:
         raise ConfigError("give a RUN or --all, not both")
     if all_runs:
-        records = [record for record in store.all() if not record.released_at]
+        records = [record for record in store.all() if _holds_something(record)]
     else:
         records = [store.load(run) if run else store.latest()]
     terminate_as_interrupt()
@@ -82,15 +77,20 @@ def release_command(
     failures: list[str] = []
     for record in records:
         testbed = testbed_for(record.testbed)
-        try:
-            with store.locked(record.run_id), Status(f"releasing {record.run_id}", console=state.err):
-                api = testbed.open(record, store)
-                report[record.run_id] = release(record, store, api, testbed)
-        except G5kError as exc:
-            failures.append(f"{record.run_id}: {exc}")
-            report[record.run_id] = [f"failed: {exc}"]
+        with store.locked(record.run_id), Status(f"releasing {record.run_id}", console=state.err):
+            outcome = release_run(record, store, testbed)
+        lines = list(outcome.messages)
+        if outcome.stopped:
+            lines.append(f"stopped {outcome.stopped} local daemon{'s' if outcome.stopped != 1 else ''}")
+        if outcome.error is not None:
+            jobs = ", ".join(job.label for job in record.live_jobs())
+            failures.append(f"{record.run_id}: {jobs or 'jobs'} not released: {outcome.error}")
+            lines.append(f"failed: {outcome.error}")
+        report[record.run_id] = lines
     if as_json:
         print_json(report)
+    elif not records:
+        state.out.print("nothing to release: no run holds jobs or local daemons", highlight=False, markup=False)
     else:
         for run_id, lines in report.items():
             state.out.print(f"[bold]{run_id}[/]", highlight=False)
@@ -100,10 +100,14 @@ def release_command(
         raise G5kError("some runs were not fully released:\n" + "\n".join(failures), hint="run g5k release again")
 
 
+def _holds_something(record: RunRecord) -> bool:
+    return not record.released_at or bool(testbed_for(record.testbed).running_daemons(record))
+
+
 @handle_errors
 def status_command(
     ctx: typer.Context,
-    run: Annotated[str | None, typer.Argument(help="One run (default: every run).")] = None,
+    run: Annotated[str | None, typer.Argument(help="One run: id, id prefix or latest (default: all).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The runs in the results directory: phase, jobs, nodes and walltime left."""
@@ -113,14 +117,27 @@ def status_command(
     if as_json:
         print_json(rows)
         return
-    table = Table("run", "testbed", "phase", "jobs", "nodes", "walltime left")
+    if not rows:
+        state.out.print(f"no runs in {state.store.results_dir}", highlight=False, markup=False)
+        return
+    # One block per run, its id alone on the first line: the id is what the user copies into the next command,
+    # so it is never cut or wrapped, whatever the terminal's width.
     for row in rows:
-        jobs = "\n".join(f"{j['site']}/{j['uid']} {j['state']}" for j in row["jobs"]) or "-"
-        left = row["walltime_left"]
-        table.add_row(
-            row["run_id"], row["testbed"], row["phase"], jobs, str(row["nodes"]), format_duration(left) if left else "-"
-        )
-    state.out.print(table)
+        state.out.print(row["run_id"], style="bold", highlight=False, markup=False, overflow="ignore", crop=False)
+        for line in _status_lines(row):
+            state.out.print(f"  {line}", highlight=False, markup=False)
+
+
+def _status_lines(row: dict[str, Any]) -> list[str]:
+    phase = row["phase"] + (", released" if row["released"] and row["phase"] != "released" else "")
+    left = format_duration(row["walltime_left"]) if row["walltime_left"] else "-"
+    lines = [f"{row['testbed']} testbed, {phase}, {row['nodes']} nodes, walltime left {left}"]
+    jobs = [f"{j['site']}/{j['uid'] if j['uid'] is not None else '?'} {j['state']}" for j in row["jobs"]]
+    if jobs:
+        lines.append(f"jobs: {', '.join(jobs)}")
+    if row["error"]:
+        lines.append(f"error: {row['error']}")
+    return lines
 
 
 def _status_row(record: RunRecord) -> dict[str, Any]:
@@ -142,10 +159,14 @@ def _status_row(record: RunRecord) -> dict[str, Any]:
         jobs.append({"site": entry.site, "uid": entry.uid, "state": job_state, "started_at": started})
         if started and job_state == "running":
             ends.append(started + entry.walltime)
+    failed = next(((name, phase) for name, phase in record.phases.items() if phase.state == "failed"), None)
     return {
         "run_id": record.run_id,
         "testbed": record.testbed,
-        "phase": record.phase,
+        "phase": f"{failed[0]}:failed" if failed else record.phase,
+        "failed_phase": failed[0] if failed else None,
+        "error": (failed[1].error or "no reason recorded") if failed else None,
+        "released": record.released_at is not None,
         "jobs": jobs,
         "nodes": sum(len(nodes) for nodes in record.roles.values()),
         "roles": record.roles,

@@ -69,12 +69,13 @@ def build_report(
     problems: list[str] = []
     results = load_results(run_dir, problems)
     sections = [
+        *_warnings(run),
         _what(run, run_dir),
         _where(run),
         _systems(run, node_facts, results),
         _numbers(results),
         _plots(plots, run_dir),
-        _exports(exports, run_dir),
+        _exports(exports, run_dir, run),
         _phases(run),
         _skipped(run, run_dir, results, problems),
     ]
@@ -200,12 +201,28 @@ def _plots(plots: Sequence[Path], run_dir: Path) -> Section:
     return Section("Plots", [Images([(path.stem, _relative(path, run_dir)) for path in plots])])
 
 
-def _exports(exports: Mapping[str, Path], run_dir: Path) -> Section:
+def _warnings(run: dict[str, Any]) -> list[Section]:
+    """What the collect phase found wrong with the data, first, where nobody can miss it."""
+    collected = json_object(run.get("collected"))
+    warnings = [str(item) for item in collected.get("warnings") or []]
+    return [Section("Warnings", [Bullets(warnings)])] if warnings else []
+
+
+def _exports(exports: Mapping[str, Path], run_dir: Path, run: dict[str, Any]) -> Section:
     if not exports:
         return Section("Exports", [Paragraph("None.")])
+    described = json_object(json_object(run.get("collected")).get("exports"))
     items = []
     for name, path in exports.items():
-        note = f"({_size(path.stat().st_size)})" if path.is_file() else "(missing)"
+        entry = json_object(described.get(name))
+        if not path.is_file():
+            note = "(missing)"
+        elif entry.get("empty"):
+            note = f"(EMPTY, {entry['empty']})"
+        elif "rows" in entry:
+            note = f"({entry['rows']} rows, {entry.get('series', '?')} series, {_size(path.stat().st_size)})"
+        else:
+            note = f"({_size(path.stat().st_size)})"
         items.append((name, _relative(path, run_dir), note))
     return Section("Exports", [Links(items)])
 

@@ -9,6 +9,7 @@ working directory, with a sha256 manifest checked there; verification checks the
 from __future__ import annotations
 
 import hashlib
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +24,10 @@ log = get_logger(__name__)
 EBPF_DIR = Path(__file__).resolve().parents[2] / "nix" / "ebpf"
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 REMOTE_DIR = "artifacts"
+#: The path whose statx(2) answer the eBPF program overrides: TARGET_PATH's default in statx-override.bpf.c.
+STATX_TARGET = "/tmp/g5k-statx-target"
+#: What NixOS' tmpfiles rule (nix/modules/benchmark.nix) puts in it.
+STATX_TARGET_TEXT = "g5kdeploy statx target"
 COMPILE_TIMEOUT = 120
 BPF_CFLAGS = ["-O2", "-g", "-Wall", "-target", "bpf", "-D__TARGET_ARCH_x86"]
 
@@ -95,6 +100,19 @@ class ArtifactsMethod:
             for node in group:
                 result = sent[node]
                 outcomes[node] = BootOutcome(ok=result.ok, reason=None if result.ok else result.error)
+        # As NixOS' tmpfiles rule does on Grid'5000: the override's target exists, so its statx succeeds.
+        ready = [node for node in nodes if outcomes[node].ok]
+        target = shlex.quote(STATX_TARGET)
+        made = context.runner.run(
+            ready,
+            f"test -e {target} || printf '%s' {shlex.quote(STATX_TARGET_TEXT)} > {target}",
+            timeout=max(1.0, deadline - context.clock.now()),
+        )
+        for node in ready:
+            if not made[node].ok:
+                outcomes[node] = BootOutcome(
+                    ok=False, reason=f"cannot create {STATX_TARGET}: {made[node].error or made[node].stderr.strip()}"
+                )
         return outcomes
 
     def expectation(self, context: DeployContext) -> Expectation:  # noqa: ARG002 - the same for every run

@@ -12,29 +12,31 @@ import json
 import shlex
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from g5kdeploy import __version__
-from g5kdeploy.collect.manifest import write_manifest
+from g5kdeploy.collect.finalize import finalize_report
 from g5kdeploy.collect.plots import plot_ebpf, plot_latency, plot_throughput
-from g5kdeploy.collect.report import write_report
-from g5kdeploy.errors import ConfigError, G5kError
+from g5kdeploy.errors import ConfigError, DeadlineExceeded, G5kError
 from g5kdeploy.log import get_logger
 from g5kdeploy.playbook import Collect, Playbook
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.remote.session import connect, forward_local
-from g5kdeploy.results import RunRecord, RunStore, atomic_write_text, finish_phase, start_phase
+from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text, finish_phase, start_phase
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint, Testbed
-from g5kdeploy.tools.prometheus import PrometheusClient, write_csv
+from g5kdeploy.tools.prometheus import PrometheusClient, PrometheusError, write_csv
 
 log = get_logger(__name__)
 PHASE = "collect"
 STEP_TIMEOUT = 300.0
+#: Wall seconds to wait for every target's first scrape after the bench (a few scrape intervals at most).
+SCRAPE_WAIT = 60.0
 #: Called with the name of the step that starts.
 OnStep = Callable[[str], None]
 
@@ -50,6 +52,8 @@ class CollectSummary:
     plots: list[Path] = field(default_factory=list)
     report: Path | None = None
     manifest: Path | None = None
+    #: What the user must know about the data: targets not scraped, queries that returned nothing.
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_collect(
@@ -67,6 +71,7 @@ def run_collect(
     run_dir = store.directory(record.run_id)
     summary = CollectSummary()
     start_phase(record, PHASE)
+    record.collected["warnings"] = []
     store.save(record)
     error: str | None = None
     try:
@@ -74,30 +79,64 @@ def run_collect(
         endpoint = testbed.prometheus(record, store)
         api = testbed.open(record, store)
         nodes = sorted({node for members in record.roles.values() for node in members})
-        with SshRunner(Path(access.ssh_config)) as runner:
+        with SshRunner(Path(access.ssh_config)) as runner, _prometheus(endpoint, access) as client:
+            step("waiting for the last scrapes")
+            summary.warnings += _await_scrapes(client)
             step("snapshot")
-            summary.snapshot = _snapshot(record, store, runner, endpoint)
+            summary.snapshot = _snapshot(record, store, runner, client, endpoint)
             step("node facts")
-            facts = _node_facts(runner, nodes, api, run_dir)
+            _node_facts(runner, nodes, api, run_dir)
             step("exports")
-            summary.exports = _exports(record, collect, endpoint, access.ssh_config, access.known_hosts, run_dir)
+            summary.exports, notes = _exports(record, collect, client, run_dir, testbed.ebpf_unavailable(record))
+            summary.warnings += notes
         step("plots")
         plots_dir = run_dir / "plots"
         plots_dir.mkdir(exist_ok=True)
         summary.plots = [*plot_latency(run_dir, plots_dir), plot_throughput(run_dir, plots_dir)]
         if (ebpf := plot_ebpf(run_dir, plots_dir)) is not None:
             summary.plots.append(ebpf)
-        step("report")
-        summary.report, _ = write_report(run_dir, plots=summary.plots, exports=summary.exports, node_facts=facts)
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
         raise
     finally:
+        record.collected["warnings"] = summary.warnings
         finish_phase(record, PHASE, error=error)
         store.save(record)
-        if error is None:
-            summary.manifest = write_manifest(run_dir, agent_version=__version__)
+        for warning in summary.warnings:
+            log.warning("collect", note=warning)
+    step("report")
+    summary.report, summary.manifest = finalize_report(run_dir, agent_version=__version__)
     return summary
+
+
+@contextmanager
+def _prometheus(endpoint: PrometheusEndpoint, access: NodeAccess) -> Iterator[PrometheusClient]:
+    """The collector's Prometheus API, through an SSH port forward to the collector node."""
+    if access.known_hosts is None:
+        raise CollectError("no known_hosts recorded for the run's nodes", hint="g5k reserve --run RUN")
+    connection = connect(endpoint.node, Path(access.ssh_config), known_hosts=Path(access.known_hosts))
+    try:
+        with (
+            forward_local(connection, endpoint.port, remote_host=endpoint.address) as local_port,
+            PrometheusClient(f"http://127.0.0.1:{local_port}") as client,
+        ):
+            yield client
+    finally:
+        connection.close()
+
+
+def _await_scrapes(client: PrometheusClient) -> list[str]:
+    """Wait until every target has been scraped after this moment, so the bench's last seconds are in the TSDB.
+
+    "This moment" is Prometheus' own clock, read now that the bench is over: no clock skew between the
+    controller and the collector can make an older scrape pass. Returns warnings (targets that were down).
+    """
+    after = client.server_time()
+    try:
+        targets = client.wait_scraped(after=after, deadline_s=SCRAPE_WAIT, healthy=False)
+    except DeadlineExceeded as exc:
+        return [f"the snapshot may miss the bench's last seconds: {exc}"]
+    return [f"target {target.describe()} was down at the end of the run" for target in targets if target.health != "up"]
 
 
 def _sha256(path: Path) -> str:
@@ -108,7 +147,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _snapshot(record: RunRecord, store: RunStore, runner: SshRunner, endpoint: PrometheusEndpoint) -> Path:
+def _snapshot(
+    record: RunRecord, store: RunStore, runner: SshRunner, client: PrometheusClient, endpoint: PrometheusEndpoint
+) -> Path:
     """The collector's TSDB snapshot as ``prometheus/<name>.tar.gz``, checked, then removed from the node."""
     state = record.collected
     out_dir = store.directory(record.run_id) / "prometheus"
@@ -118,16 +159,13 @@ def _snapshot(record: RunRecord, store: RunStore, runner: SshRunner, endpoint: P
         return done
     node = endpoint.node
     if not state.get("snapshot"):
-        taken = runner.run([node], f"curl -sf -XPOST {endpoint.url}/api/v1/admin/tsdb/snapshot", timeout=STEP_TIMEOUT)[
-            node
-        ]
-        if not taken.ok:
-            why = taken.error or taken.stderr.strip() or f"exit code {taken.exit_code}"
+        try:
+            state["snapshot"] = client.snapshot()
+        except PrometheusError as exc:
             raise CollectError(
-                f"cannot take a Prometheus snapshot on {node}: {why}",
+                f"cannot take a Prometheus snapshot on {node}: {exc}",
                 hint="is the collector up and its Prometheus started with --web.enable-admin-api?",
-            )
-        state["snapshot"] = json.loads(taken.stdout)["data"]["name"]
+            ) from None
         store.save(record)
     name = str(state["snapshot"])
     remote = f"{endpoint.data_dir}/snapshots/{name}"
@@ -204,31 +242,30 @@ def _run_window(record: RunRecord) -> tuple[float, float]:
 
 
 def _exports(
-    record: RunRecord,
-    collect: Collect,
-    endpoint: PrometheusEndpoint,
-    ssh_config: str,
-    known_hosts: str | None,
-    run_dir: Path,
-) -> dict[str, Path]:
-    """Every query over the run's span into ``exports/<name>.csv``, through a port forward to the collector."""
+    record: RunRecord, collect: Collect, client: PrometheusClient, run_dir: Path, ebpf_unavailable: str | None
+) -> tuple[dict[str, Path], list[str]]:
+    """Every query over the run's span into ``exports/<name>.csv``; warnings for the ones that came back empty.
+
+    Each export's row and series counts (and, when empty, why) go into ``run.json`` for the report.
+    """
     start, end = _run_window(record)
     out_dir = run_dir / "exports"
     out_dir.mkdir(exist_ok=True)
     written: dict[str, Path] = {}
-    if known_hosts is None:
-        raise CollectError(f"no known_hosts recorded for {record.run_id}", hint=f"g5k reserve --run {record.run_id}")
-    connection = connect(endpoint.node, Path(ssh_config), known_hosts=Path(known_hosts))
-    try:
-        with (
-            forward_local(connection, endpoint.port, remote_host=endpoint.address) as local_port,
-            PrometheusClient(f"http://127.0.0.1:{local_port}") as client,
-        ):
-            for name, expr in collect.queries.items():
-                series = client.query_range(expr, start, end, collect.step)
-                path = out_dir / f"{name}.csv"
-                write_csv(series, path)
-                written[name] = path
-    finally:
-        connection.close()
-    return written
+    warnings: list[str] = []
+    described: dict[str, dict[str, Any]] = {}
+    for name, expr in collect.queries.items():
+        series = client.query_range(expr, start, end, collect.step)
+        path = out_dir / f"{name}.csv"
+        rows = write_csv(series, path)
+        written[name] = path
+        entry: dict[str, Any] = {"rows": rows, "series": len(series)}
+        if rows == 0:
+            if ebpf_unavailable and "ebpf_exporter" in expr:
+                entry["empty"] = f"no samples, as expected: {ebpf_unavailable}"
+            else:
+                entry["empty"] = "no samples: check the query, and that its targets were scraped during the run"
+                warnings.append(f"export {name} ({expr}) is empty: {entry['empty']}")
+        described[name] = entry
+    record.collected["exports"] = described
+    return written, warnings

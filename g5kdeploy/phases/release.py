@@ -1,12 +1,18 @@
 """Release: delete every job the run's ledger knows, wait until the API shows each one over.
 
 Tolerant by design: a job already killed, expired or never created is simply marked released, a job whose
-uid was never recorded is found by its name, and a release cut short is finished by the next one.
+uid was never recorded is found by its name, and a release cut short is finished by the next one. Whatever
+happens to the jobs, the testbed's own daemons (the local testbed's nodes, monitoring and simulator) are
+stopped, and a collected run's report and manifest are rewritten to describe the released run.
 """
 
 from __future__ import annotations
 
-from g5kdeploy.errors import DeadlineExceeded
+from dataclasses import dataclass, field
+
+from g5kdeploy import __version__
+from g5kdeploy.collect.finalize import finalize_report
+from g5kdeploy.errors import DeadlineExceeded, G5kError
 from g5kdeploy.log import get_logger
 from g5kdeploy.results import FINAL_STATES, JobEntry, RunRecord, RunStore, utc_now
 from g5kdeploy.testbeds.api import Api
@@ -16,6 +22,50 @@ log = get_logger(__name__)
 #: API seconds to wait for OAR to show deleted jobs as over.
 RELEASE_TIMEOUT = 120.0
 POLL = 2.0
+
+
+@dataclass
+class Released:
+    """What one release did: a line per job, the daemons it stopped, and the error that left jobs behind."""
+
+    messages: list[str] = field(default_factory=list)
+    stopped: int = 0
+    error: G5kError | None = None
+
+    @property
+    def remaining(self) -> bool:
+        return self.error is not None
+
+
+def release_run(record: RunRecord, store: RunStore, testbed: Testbed, *, timeout: float = RELEASE_TIMEOUT) -> Released:
+    """Release ``record`` completely: its jobs through the API, then every daemon of its testbed.
+
+    Never raises a G5kError: a job that could not be deleted is reported in :attr:`Released.error`, with the
+    ledger still holding it for the next ``g5k release``; the daemons are stopped either way.
+    """
+    outcome = Released()
+    try:
+        if any(not entry.released for entry in record.jobs):
+            outcome.messages = release(record, store, testbed.open(record, store), testbed, timeout=timeout)
+        elif not record.released_at:
+            record.released_at = utc_now()
+    except G5kError as exc:
+        outcome.error = exc
+        log.error(
+            "could not release every job; they stay in the ledger", error=str(exc), fix=f"g5k release {record.run_id}"
+        )
+    finally:
+        outcome.stopped = len(testbed.running_daemons(record))
+        testbed.close(record, store)
+        store.save(record)
+    if record.released_at and _collected(record):
+        finalize_report(store.directory(record.run_id), agent_version=__version__)
+    return outcome
+
+
+def _collected(record: RunRecord) -> bool:
+    phase = record.phases.get("collect")
+    return phase is not None and phase.state == "done"
 
 
 def release(
@@ -39,9 +89,8 @@ def release(
             doomed.append((entry, uid))
         store.save(record)
     _wait_final(record, store, api, testbed, doomed, timeout=timeout)
-    if all(entry.released for entry in record.jobs):
+    if all(entry.released for entry in record.jobs) and not record.released_at:
         record.released_at = utc_now()
-        testbed.close(record, store)
     store.save(record)
     return messages
 

@@ -13,11 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.errors import DeadlineExceeded, G5kError, ReservationError
+from g5kdeploy.errors import DeadlineExceeded, ReservationError
 from g5kdeploy.log import get_logger
 from g5kdeploy.phases.placement import Part, plan
 from g5kdeploy.phases.polling import PollState
-from g5kdeploy.phases.release import release
+from g5kdeploy.phases.release import release_run
 from g5kdeploy.playbook import PARIS, Playbook
 from g5kdeploy.results import FINAL_STATES, JobEntry, RunRecord, RunStore, finish_phase, new_run_id, start_phase
 from g5kdeploy.signals import shielded
@@ -60,7 +60,7 @@ def reserve(
         testbed.preflight(playbook)
         api = testbed.open(record, store)
         if not record.jobs:
-            _record_plans(record, store, api, playbook, now=testbed.clock.now())
+            plan_jobs(record, store, api, playbook, now=testbed.clock.now())
         for entry in record.jobs:
             _ensure_submitted(entry, record, store, api, playbook, testbed)
         _wait_running(record, store, api, testbed, playbook, on_update)
@@ -76,18 +76,40 @@ def reserve(
         if not keep and api is not None:
             log.warning("reservation failed; releasing its jobs", run=record.run_id, error=str(exc))
             with shielded():
-                try:
-                    release(record, store, api, testbed)
-                except G5kError as release_error:
-                    log.error(
-                        "could not release the jobs; they are in the ledger",
-                        error=str(release_error),
-                        fix=f"g5k release {record.run_id}",
-                    )
+                release_run(record, store, testbed)
         raise
 
 
-def _record_plans(record: RunRecord, store: RunStore, api: Api, playbook: Playbook, *, now: float) -> None:
+def jobs_over(record: RunRecord, api: Api) -> bool:
+    """Whether the run's jobs have ended (released by us, or over in OAR): its nodes are no longer its own."""
+    for entry in record.jobs:
+        if entry.released or entry.state in FINAL_STATES:
+            return True
+        if entry.uid is not None and entry.state == "running":
+            state = str(api.get_job(entry.site, entry.uid).get("state", entry.state))
+            if state in FINAL_STATES:
+                entry.state = state
+                return True
+    return False
+
+
+def reserve_again(record: RunRecord, store: RunStore) -> None:
+    """Forget the run's ended jobs and everything tied to their nodes, so the reserve phase starts afresh.
+
+    The ended jobs stay in the ledger's history (``past_jobs``); results already measured stay on disk.
+    """
+    record.past_jobs += record.jobs
+    record.jobs, record.roles = [], {}
+    record.access, record.deploy, record.ebpf_toggle, record.bench_binary = None, None, None, None
+    record.released_at = None
+    record.phases.pop(PHASE, None)
+    if record.local is not None:
+        record.local.forget_nodes()
+    store.save(record)
+
+
+def plan_jobs(record: RunRecord, store: RunStore, api: Api, playbook: Playbook, *, now: float) -> None:
+    """Place the playbook's roles and record one job entry per site in the ledger (nothing is submitted)."""
     placement = plan(api, playbook.reservation, now=now)
     for note in placement.notes:
         log.info("placement", note=note)
@@ -134,13 +156,14 @@ def _ensure_submitted(
         return
     entry.state = "submitting"
     store.save(record)
-    job = api.submit_job(entry.site, _job_body(entry, playbook, testbed.job_command(playbook, entry.walltime)))
+    job = api.submit_job(entry.site, job_body(entry, playbook, testbed.job_command(playbook, entry.walltime)))
     _apply(entry, job)
     store.save(record)
     log.info("job submitted", site=entry.site, uid=entry.uid, resources=entry.resources)
 
 
-def _job_body(entry: JobEntry, playbook: Playbook, command: str) -> dict[str, Any]:
+def job_body(entry: JobEntry, playbook: Playbook, command: str) -> dict[str, Any]:
+    """The body of ``POST /sites/<site>/jobs`` for ``entry``."""
     reservation = playbook.reservation
     body: dict[str, Any] = {
         "name": entry.name,

@@ -61,6 +61,10 @@ class Testbed(Protocol):
         """The API if it can be reached without starting anything (for ``g5k status``), else None."""
         ...
 
+    def running_daemons(self, record: RunRecord) -> list[int]:
+        """The PIDs of processes this testbed started for ``record`` that are still alive (local daemons)."""
+        ...
+
     def close(self, record: RunRecord, store: RunStore) -> None:
-        """Stop what :meth:`open` started; called once the run's jobs are released."""
+        """Stop every process :meth:`open` and :meth:`access` started for ``record``; called by every release."""
         ...

@@ -17,6 +17,8 @@ from g5kdeploy.testbeds.base import PrometheusEndpoint
 from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config, public_key, root_key_command
 
 NIXOS_PROMETHEUS_DATA = "/var/lib/prometheus2/data"
+#: nix/modules/collector.nix: where the collector's NixOS Prometheus listens unless the playbook says otherwise.
+NIXOS_PROMETHEUS_PORT = 9090
 
 
 class Grid5000Testbed:
@@ -72,7 +74,9 @@ class Grid5000Testbed:
         collect = playbook.collect or Collect()
         node = record.roles[collect.role][0]
         # nix/modules/collector.nix: the NixOS Prometheus module's state directory.
-        return PrometheusEndpoint(node=node, address="127.0.0.1", port=collect.port, data_dir=NIXOS_PROMETHEUS_DATA)
+        return PrometheusEndpoint(
+            node=node, address="127.0.0.1", port=collect.port or NIXOS_PROMETHEUS_PORT, data_dir=NIXOS_PROMETHEUS_DATA
+        )
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:
         if record.ebpf_toggle is None:
@@ -84,6 +88,9 @@ class Grid5000Testbed:
             return Api(resolve_endpoint(env=self._env), attempts=1)
         except CredentialsError:
             return None
+
+    def running_daemons(self, record: RunRecord) -> list[int]:  # noqa: ARG002 - nothing runs here
+        return []
 
     def close(self, record: RunRecord, store: RunStore) -> None:
         """Nothing of ours runs outside the jobs, which the release phase deletes."""

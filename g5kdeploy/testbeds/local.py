@@ -2,7 +2,9 @@
 sshd per node it assigns.
 
 The simulator keeps its state in the run directory, so every later command of the run (``g5k status``,
-``g5k release``, or a rerun after a crash) talks to the same jobs; it is stopped by PID at release.
+``g5k release``, or a rerun after a crash) talks to the same jobs, and a simulator, node or monitoring daemon
+found dead is restarted on the same state. The record holds the current URL and every PID, so release stops
+them all by PID whatever state the simulator is in.
 Its login is the local user and any password: it listens on 127.0.0.1 only and guards nothing.
 """
 
@@ -16,7 +18,7 @@ from g5kdeploy.clock import Clock, WallClock
 from g5kdeploy.credentials import Endpoint
 from g5kdeploy.log import get_logger
 from g5kdeploy.playbook import Playbook
-from g5kdeploy.process import is_running, spawn_daemon, stop_pid, wait_for_line
+from g5kdeploy.process import is_running, log_size, spawn_daemon, stop_pid, wait_for_line
 from g5kdeploy.results import LocalTestbedRecord, NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint
@@ -69,13 +71,18 @@ class LocalTestbed:
         state = directory / "simulator-state.json"
         log_path = directory / "simulator.log"
         argv = [sys.executable, "-m", "g5kdeploy", "sim", "serve", "--port", "0", "--state", str(state)]
+        # The log is appended to by every simulator of the run: this one's URL is in what it writes.
+        offset = log_size(log_path)
         pid = spawn_daemon(argv, log_path=log_path)
-        record.local = LocalTestbedRecord(simulator_pid=pid, simulator_state=str(state))
+        local = record.local or LocalTestbedRecord()
+        restarted = local.simulator_pid is not None
+        local.simulator_pid, local.simulator_url, local.simulator_state = pid, None, str(state)
+        record.local = local
         store.save(record)
-        url = wait_for_line(log_path, "http://", pid=pid, timeout=STARTUP_TIMEOUT)
-        record.local.simulator_url = url
+        url = wait_for_line(log_path, "http://", pid=pid, timeout=STARTUP_TIMEOUT, offset=offset)
+        local.simulator_url = url
         store.save(record)
-        log.info("simulator started", url=url, pid=pid)
+        log.info("simulator restarted" if restarted else "simulator started", url=url, pid=pid)
 
     def access(self, record: RunRecord, store: RunStore) -> NodeAccess:
         """One real sshd per node, under the node's Grid'5000 name; restarted if they were stopped."""
@@ -110,30 +117,42 @@ class LocalTestbed:
 
     def _endpoint(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint | None:
         collect = Playbook.model_validate(record.playbook).collect
-        if collect is None or record.local is None:
+        local = record.local
+        if collect is None or local is None or local.prometheus_port is None:
             return None
         collector = record.roles[collect.role][0]
-        directory = store.directory(record.run_id) / "testbed" / "monitoring"
-        address = record.local.addresses[collector]
-        return PrometheusEndpoint(collector, address, collect.port, str(directory / "prometheus-data"))
+        return PrometheusEndpoint(
+            collector,
+            local.addresses[collector],
+            local.prometheus_port,
+            str(self._monitoring_dir(record, store) / "prometheus-data"),
+        )
 
     def _ensure_monitoring(self, record: RunRecord, store: RunStore) -> None:
         """Prometheus on the collector and a node exporter on every node, so the whole run is scraped."""
-        endpoint = self._endpoint(record, store)
+        collect = Playbook.model_validate(record.playbook).collect
         local = record.local
-        if endpoint is None or local is None:
+        if collect is None or local is None:
             return
         if local.monitoring_pids and all(is_running(pid) for pid in local.monitoring_pids):
             return
         stop_monitoring(local.monitoring_pids)
-        others = [(name, address) for name, address in sorted(local.addresses.items()) if name != endpoint.node]
+        local.monitoring_pids = []
+        collector = record.roles[collect.role][0]
+        others = [(name, address) for name, address in sorted(local.addresses.items()) if name != collector]
+        # A restart keeps the ports the run had, so what was recorded (and scraped) stays valid.
         started = start_monitoring(
-            Path(endpoint.data_dir).parent, collector=(endpoint.node, endpoint.address), exporters=others,
-            port=endpoint.port,
+            self._monitoring_dir(record, store), collector=(collector, local.addresses[collector]), exporters=others,
+            port=local.prometheus_port or collect.port, exporter_port=local.exporter_port,
         )  # fmt: skip
-        local.monitoring_pids = [started.prometheus_pid, *started.exporter_pids.values()]
+        local.monitoring_pids = started.pids
+        local.prometheus_port, local.exporter_port = started.port, started.exporter_port
         store.save(record)
         log.info("local monitoring up", prometheus=started.prometheus_url, exporters=len(started.exporter_pids))
+
+    @staticmethod
+    def _monitoring_dir(record: RunRecord, store: RunStore) -> Path:
+        return store.directory(record.run_id) / "testbed" / "monitoring"
 
     @staticmethod
     def _nodes_dir(record: RunRecord, store: RunStore) -> Path:
@@ -143,18 +162,35 @@ class LocalTestbed:
         return "the local testbed runs the host's kernel: no custom kernel, no kprobe override"
 
     def close(self, record: RunRecord, store: RunStore) -> None:
-        if record.local and record.local.monitoring_pids:
-            stop_monitoring(record.local.monitoring_pids)
-            record.local.monitoring_pids = []
+        """Stop every daemon of the run by PID (whichever are still alive) and wait until each has exited."""
+        self.stop_nodes(record, store)
+        local = record.local
+        if local and local.simulator_pid:
+            if stop_pid(local.simulator_pid, expect=SIMULATOR_MARK):
+                log.info("simulator stopped", pid=local.simulator_pid)
+            local.simulator_pid = None
             store.save(record)
-        if record.local and record.local.sshd_pids:
-            stop_nodes(record.local.sshd_pids.values())
-            log.info("local nodes stopped", nodes=len(record.local.sshd_pids))
-            record.local.sshd_pids = {}
+
+    def stop_nodes(self, record: RunRecord, store: RunStore) -> None:
+        """Stop the run's monitoring and sshd nodes, whatever state the simulator and the jobs are in."""
+        local = record.local
+        if local and local.monitoring_pids:
+            stop_monitoring(local.monitoring_pids)
+            local.monitoring_pids = []
+            store.save(record)
+        if local and local.sshd_pids:
+            stop_nodes(local.sshd_pids.values())
+            log.info("local nodes stopped", nodes=len(local.sshd_pids))
+            local.sshd_pids = {}
             store.save(record)
         forget_keys(self._nodes_dir(record, store))
-        if record.local and record.local.simulator_pid:
-            if stop_pid(record.local.simulator_pid, expect=SIMULATOR_MARK):
-                log.info("simulator stopped", pid=record.local.simulator_pid)
-            record.local.simulator_pid = None
-            store.save(record)
+
+    def running_daemons(self, record: RunRecord) -> list[int]:
+        """The PIDs of this run's daemons that are still alive."""
+        local = record.local
+        if local is None:
+            return []
+        pids = [*local.sshd_pids.values(), *local.monitoring_pids]
+        if local.simulator_pid:
+            pids.append(local.simulator_pid)
+        return [pid for pid in pids if is_running(pid)]

@@ -1,7 +1,8 @@
 """The local testbed's monitoring: real node exporters and one Prometheus, each on its node's loopback address.
 
 Every node (the collector included) gets one ``prometheus-node-exporter`` on ``<address>:<exporter_port>``; the
-collector gets a Prometheus on ``<collector address>:<port>`` with the admin API (for snapshots), scraping job
+collector gets a Prometheus on ``<collector address>:<port>`` (both ports picked free per run unless given) with
+the admin API (for snapshots), scraping job
 ``node`` (every exporter, labelled ``node=<name>``) and, when asked, job ``ebpf`` (ebpf_exporter, port 9435).
 All of them are started detached and stopped by PID, like the sshd nodes; files live in ``directory``::
 
@@ -16,12 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from g5kdeploy.errors import TestbedError
+from g5kdeploy.errors import DeadlineExceeded, TestbedError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import port_free, spawn_daemon
+from g5kdeploy.process import free_port, log_size, port_free, spawn_daemon
 from g5kdeploy.results import atomic_write_text
 from g5kdeploy.tools.prometheus import (
     PortTakenError,
+    PrometheusClient,
     prometheus_config,
     require_binary,
     stop_program,
@@ -31,6 +33,7 @@ from g5kdeploy.tools.prometheus import (
 log = get_logger(__name__)
 
 EBPF_EXPORTER_PORT = 9435
+PORT_ATTEMPTS = 3
 MONITORING_PROGRAMS = frozenset({"prometheus", "prometheus-node-exporter", "node_exporter"})
 #: Cheap collectors that work unprivileged in a container; the defaults include slow or noisy ones.
 NODE_EXPORTER_COLLECTORS = ("cpu", "meminfo", "loadavg", "stat")
@@ -42,6 +45,8 @@ class Monitoring:
     prometheus_url: str
     data_dir: Path
     exporter_pids: dict[str, int]  # node name -> pid
+    port: int
+    exporter_port: int
 
     @property
     def pids(self) -> list[int]:
@@ -53,18 +58,21 @@ def start_monitoring(
     *,
     collector: tuple[str, str],
     exporters: Sequence[tuple[str, str]],
-    port: int = 9090,
-    exporter_port: int = 9100,
+    port: int | None = None,
+    exporter_port: int | None = None,
     scrape_interval: str = "1s",
     timeout: float = 30.0,
     ebpf_targets: Sequence[tuple[str, str]] = (),
     ebpf_port: int = EBPF_EXPORTER_PORT,
     search_path: str | None = None,
 ) -> Monitoring:
-    """Start the exporters and the collector's Prometheus; return once all answer, within ``timeout`` seconds.
+    """Start the exporters and the collector's Prometheus; return once every target has been scraped.
 
-    ``collector``, ``exporters`` and ``ebpf_targets`` are (node name, loopback address). If any part fails to
-    start, the parts already started are stopped and TestbedError carries the failing part's log tail.
+    ``collector``, ``exporters`` and ``ebpf_targets`` are (node name, loopback address). A port left None is
+    picked free (the exporters share one, free on every node's address), so several runs coexist; a port given
+    is used or refused. "Started" means each daemon answers from its own PID's socket (not another run's on the
+    same address) and Prometheus has scraped every target successfully once, all within ``timeout`` seconds.
+    If any part fails, the parts already started are stopped and TestbedError carries the failing part's log.
     """
     prometheus = require_binary("prometheus", search_path=search_path)
     node_exporter = require_binary("prometheus-node-exporter", search_path=search_path)
@@ -73,9 +81,45 @@ def start_monitoring(
     nodes = _nodes(collector, exporters)
     for name, address in [*nodes, *ebpf_targets]:
         _check_loopback(name, address)
-    _check_ports([(address, exporter_port) for _, address in nodes] + [(collector[1], port)])
-
+    addresses = [address for _, address in nodes]
+    if port is not None or exporter_port is not None:
+        _check_ports(
+            [(address, exporter_port) for address in addresses if exporter_port is not None]
+            + ([(collector[1], port)] if port is not None else [])
+        )
     directory.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        chosen_port = port or free_port(collector[1])
+        chosen_exporter_port = exporter_port or _common_free_port(addresses, avoid=chosen_port)
+        try:
+            return _start(
+                directory, prometheus, node_exporter, nodes, ebpf_targets, collector,
+                port=chosen_port, exporter_port=chosen_exporter_port, ebpf_port=ebpf_port,
+                scrape_interval=scrape_interval, deadline=deadline,
+            )  # fmt: skip
+        except PortTakenError as error:
+            # Another program took a port between our check and the daemon's bind: pick again if we may.
+            if (port is not None and exporter_port is not None) or attempt == PORT_ATTEMPTS:
+                raise TestbedError(
+                    f"{error}", hint="choose other ports (port, exporter_port) or stop what holds them"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def _start(
+    directory: Path,
+    prometheus: Path,
+    node_exporter: Path,
+    nodes: Sequence[tuple[str, str]],
+    ebpf_targets: Sequence[tuple[str, str]],
+    collector: tuple[str, str],
+    *,
+    port: int,
+    exporter_port: int,
+    ebpf_port: int,
+    scrape_interval: str,
+    deadline: float,
+) -> Monitoring:
     data_dir = directory / "prometheus-data"
     config_path = directory / "prometheus.yml"
     jobs = {"node": [(f"{address}:{exporter_port}", name) for name, address in nodes]}
@@ -89,7 +133,7 @@ def start_monitoring(
         waits = []
         for name, address in nodes:
             log_path = directory / f"node-exporter-{name}.log"
-            offset = _size(log_path)
+            offset = log_size(log_path)
             argv = [
                 str(node_exporter),
                 f"--web.listen-address={address}:{exporter_port}",
@@ -100,12 +144,10 @@ def start_monitoring(
             pid = spawn_daemon(argv, log_path=log_path)
             started.append(pid)
             exporter_pids[name] = pid
-            waits.append(
-                (f"http://{address}:{exporter_port}/metrics", pid, log_path, offset, f"node exporter of {name}")
-            )
+            waits.append((address, exporter_port, "/metrics", pid, log_path, offset, f"node exporter of {name}"))
 
         log_path = directory / "prometheus.log"
-        offset = _size(log_path)
+        offset = log_size(log_path)
         argv = [
             str(prometheus),
             f"--config.file={config_path}",
@@ -116,21 +158,36 @@ def start_monitoring(
         prometheus_pid = spawn_daemon(argv, log_path=log_path)
         started.append(prometheus_pid)
         url = f"http://{collector[1]}:{port}"
-        waits.append((f"{url}/-/ready", prometheus_pid, log_path, offset, f"Prometheus of {collector[0]}"))
+        what = f"Prometheus of {collector[0]}"
+        waits.append((collector[1], port, "/-/ready", prometheus_pid, log_path, offset, what))
 
-        for ready_url, pid, path, start, what in waits:
-            try:
-                wait_http_ready(ready_url, pid=pid, log_path=path, deadline=deadline, what=what, log_offset=start)
-            except PortTakenError as error:
-                raise TestbedError(
-                    f"{what}: {ready_url.split('/')[2]} is taken by another program; {error}",
-                    hint="choose other ports (port, exporter_port) or stop what holds them",
-                ) from None
+        for address, listen_port, path, pid, log_file, start, part in waits:
+            wait_http_ready(
+                f"http://{address}:{listen_port}{path}",
+                pid=pid,
+                log_path=log_file,
+                deadline=deadline,
+                what=part,
+                log_offset=start,
+                owned=(address, listen_port),
+            )
+        with PrometheusClient(url) as client:
+            client.wait_scraped(after=0.0, deadline_s=max(0.0, deadline - time.monotonic()))
+    except DeadlineExceeded as error:
+        stop_monitoring(started)
+        raise TestbedError(f"monitoring did not come up: {error}") from None
     except BaseException:
         stop_monitoring(started)
         raise
     log.info("monitoring started", prometheus=url, exporters=len(exporter_pids), directory=str(directory))
-    return Monitoring(prometheus_pid=prometheus_pid, prometheus_url=url, data_dir=data_dir, exporter_pids=exporter_pids)
+    return Monitoring(
+        prometheus_pid=prometheus_pid,
+        prometheus_url=url,
+        data_dir=data_dir,
+        exporter_pids=exporter_pids,
+        port=port,
+        exporter_port=exporter_port,
+    )
 
 
 def stop_monitoring(pids: Iterable[int], *, timeout: float = 10.0) -> None:
@@ -171,5 +228,10 @@ def _check_ports(endpoints: Sequence[tuple[str, int]]) -> None:
         )
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+def _common_free_port(addresses: Sequence[str], *, avoid: int) -> int:
+    """A port free on every address at once (the exporters share one, as on real nodes)."""
+    for _ in range(100):
+        candidate = free_port(addresses[0])
+        if candidate != avoid and all(port_free(address, candidate) for address in addresses):
+            return candidate
+    raise TestbedError(f"no port free on all of {', '.join(addresses)}")

@@ -18,11 +18,12 @@ import io
 import json
 import math
 import os
+import re
 import shutil
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import yaml
 
 from g5kdeploy.errors import DeadlineExceeded, G5kError, TestbedError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import is_running, port_free, spawn_daemon, stop_pid
+from g5kdeploy.process import free_port, is_running, listens_on, port_free, spawn_daemon, stop_pid
 from g5kdeploy.results import atomic_write_text
 
 log = get_logger(__name__)
@@ -63,6 +64,27 @@ class Series:
 
     labels: dict[str, str]
     points: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One scrape target as ``/api/v1/targets`` reports it."""
+
+    job: str
+    url: str
+    labels: dict[str, str]
+    health: str
+    #: When its last scrape started (Unix seconds, Prometheus' clock), None before the first one.
+    last_scrape: float | None
+    last_error: str
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("node") or self.labels.get("instance") or self.url
+
+    def describe(self) -> str:
+        detail = f": {self.last_error}" if self.last_error else ""
+        return f"{self.job}/{self.name} ({self.health}{detail})"
 
 
 @dataclass(frozen=True)
@@ -239,6 +261,36 @@ class PrometheusClient:
             raise PrometheusError(f"snapshot answer from {self.base_url} has no name: {data!r}")
         return str(name)
 
+    def server_time(self) -> float:
+        """Prometheus' own "now" (Unix seconds): scrape times are in its clock, not ours."""
+        data = self._api("POST", "/api/v1/query", data={"query": "time()"})
+        return float(data["result"][0])
+
+    def targets(self) -> list[Target]:
+        """The active scrape targets with their health and last scrape."""
+        data = self._api("GET", "/api/v1/targets", params={"state": "active"})
+        return [_target(entry) for entry in data.get("activeTargets", [])]
+
+    def wait_scraped(self, *, after: float, deadline_s: float, healthy: bool = True) -> list[Target]:
+        """Wait until every target's last scrape started after ``after`` (Prometheus time); return the targets.
+
+        With ``healthy``, the scrape must also have succeeded. Polls at most every 0.1 s; at the deadline,
+        :class:`DeadlineExceeded` names the targets still waiting and their last error.
+        """
+        deadline = time.monotonic() + deadline_s
+        while True:
+            targets = self.targets()
+            waiting = [target for target in targets if not _scraped(target, after, healthy=healthy)]
+            if targets and not waiting:
+                return targets
+            if time.monotonic() >= deadline:
+                names = ", ".join(target.describe() for target in waiting)
+                raise DeadlineExceeded(
+                    f"Prometheus at {self.base_url}: no {'successful ' if healthy else ''}scrape within "
+                    f"{deadline_s:.0f} s of {names or 'any target (it has none)'}"
+                )
+            time.sleep(0.1)
+
     def label_values(self, name: str) -> list[str]:
         """All values of label ``name`` (``__name__`` gives the metric names)."""
         return [str(value) for value in self._api("GET", f"/api/v1/label/{name}/values")]
@@ -272,6 +324,36 @@ class PrometheusClient:
         for warning in body.get("warnings") or []:
             log.warning("prometheus warning", path=path, warning=warning)
         return body.get("data")
+
+
+def _target(entry: Mapping[str, Any]) -> Target:
+    labels = {str(key): str(value) for key, value in (entry.get("labels") or {}).items()}
+    return Target(
+        job=labels.get("job", str(entry.get("scrapePool", ""))),
+        url=str(entry.get("scrapeUrl", "")),
+        labels=labels,
+        health=str(entry.get("health", "unknown")),
+        last_scrape=_rfc3339(str(entry.get("lastScrape") or "")),
+        last_error=str(entry.get("lastError") or ""),
+    )
+
+
+def _rfc3339(text: str) -> float | None:
+    """Prometheus' RFC 3339 times (nanoseconds, ``Z`` or an offset) as Unix seconds; None for its zero time."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text)
+    if not match:
+        return None
+    whole, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    if moment.year < 1971:
+        return None
+    return moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def _scraped(target: Target, after: float, *, healthy: bool) -> bool:
+    if target.last_scrape is None or target.last_scrape <= after:
+        return False
+    return target.health == "up" or not healthy
 
 
 # --- results --------------------------------------------------------------------------------------------------
@@ -378,6 +460,7 @@ def serve_snapshot(
                 deadline=deadline,
                 what="replay Prometheus",
                 log_offset=start_offset,
+                owned=(host, chosen),
             )
         except PortTakenError:
             stop_served(pid)
@@ -423,13 +506,6 @@ def stop_program(pid: int, programs: frozenset[str], *, timeout: float = 10.0) -
     return stop_pid(pid, expect=program, timeout=timeout)
 
 
-def free_port(address: str) -> int:
-    """A port the kernel considers free on ``address`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
-        return int(probe.getsockname()[1])
-
-
 def log_tail(log_path: Path, *, offset: int = 0, size: int = 2000) -> str:
     try:
         with log_path.open("rb") as handle:
@@ -439,18 +515,31 @@ def log_tail(log_path: Path, *, offset: int = 0, size: int = 2000) -> str:
         return ""
 
 
-def wait_http_ready(url: str, *, pid: int, log_path: Path, deadline: float, what: str, log_offset: int = 0) -> None:
-    """Poll ``url`` until it answers 200, ``pid`` dies (TestbedError with the log tail) or ``deadline`` passes."""
+def wait_http_ready(
+    url: str,
+    *,
+    pid: int,
+    log_path: Path,
+    deadline: float,
+    what: str,
+    log_offset: int = 0,
+    owned: tuple[str, int] | None = None,
+) -> None:
+    """Poll ``url`` until it answers 200, ``pid`` dies (TestbedError with the log tail) or ``deadline`` passes.
+
+    With ``owned`` (address, port), the answer counts only once ``pid`` itself listens there: another program
+    on the same address and port (another run's daemon) must not pass for ours.
+    """
     with requests.Session() as session:
         session.trust_env = False
         while True:
             with contextlib.suppress(requests.RequestException):
-                if session.get(url, timeout=1.0).status_code == 200:
+                if session.get(url, timeout=1.0).status_code == 200 and (owned is None or listens_on(pid, *owned)):
                     return
             if not is_running(pid):
                 tail = log_tail(log_path, offset=log_offset)
                 if "address already in use" in tail.lower():
-                    raise PortTakenError(f"{what} could not bind its port; its log ends with:\n{tail}")
+                    raise PortTakenError(f"{what} could not bind {url.split('/')[2]}; its log ends with:\n{tail}")
                 raise TestbedError(f"{what} (pid {pid}) exited at start; its log ends with:\n{tail}")
             if time.monotonic() >= deadline:
                 tail = log_tail(log_path, offset=log_offset)

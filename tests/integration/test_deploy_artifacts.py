@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from g5kdeploy.cli import app
+from g5kdeploy.deploy.artifacts import STATX_TARGET, STATX_TARGET_TEXT
 
 PLAYBOOK = """\
 version: 1
@@ -120,3 +121,24 @@ def test_deploy_fails_with_each_nodes_reason_when_a_role_falls_short(reserved):
     assert "exporter: 1 of 2 verified, min_nodes 2" in result.stderr
     assert victim in result.stderr
     assert record(run_dir)["phases"]["deploy"]["state"] == "failed"
+
+
+def test_dry_run_prints_readable_yaml_and_deploy_creates_the_override_target(reserved):
+    run_id, _ = reserved()
+    shown = g5k("deploy", run_id, "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    assert "method: artifacts" in shown.stdout
+    # No Python reprs of the plan's dicts and lists.
+    assert "{'" not in shown.stdout and "['" not in shown.stdout
+    assert "artifacts/statx-bench:" in shown.stdout
+
+    # The nodes share this machine's /tmp: the deploy makes the file the eBPF program's override is about.
+    target = Path(STATX_TARGET)
+    target.unlink(missing_ok=True)
+    assert g5k("deploy", run_id).exit_code == 0
+    assert target.read_text() == STATX_TARGET_TEXT
+
+
+def test_the_override_target_is_the_one_compiled_into_the_ebpf_program():
+    source = (Path(__file__).resolve().parents[2] / "nix" / "ebpf" / "statx-override.bpf.c").read_text()
+    assert f'#define TARGET_PATH "{STATX_TARGET}"' in source

@@ -79,3 +79,31 @@ def test_keep_leaves_the_jobs_for_later(sim, tmp_path, agent_env, g5k):
     assert len(live(sim)) == 1
     assert g5k("release", record["run_id"]).exit_code == 0
     assert live(sim) == []
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.001, 0.003, 0.005])
+def test_two_signals_in_quick_succession_still_release_the_job(waiting_agent, sim, agent_env, gap):
+    process, record = waiting_agent
+    # A double Ctrl-C: the second arrives while the first is still unwinding, before any cleanup has begun.
+    process.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert live(sim) == []
+    saved = json.loads((Path(agent_env["G5K_RESULTS_DIR"]) / record["run_id"] / "run.json").read_text())
+    assert saved["jobs"][0]["released"] is True
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5, 1.0])
+def test_a_signal_while_the_agent_starts_exits_130_without_a_traceback(sim, tmp_path, agent_env, sig, delay):
+    book = write_playbook(tmp_path, playbook_text())
+    process = spawn_g5k("reserve", str(book), env=agent_env)
+    time.sleep(delay)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert live(sim) == []

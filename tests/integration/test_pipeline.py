@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ bench:
 collect:
   role: collector
   step: 0.5
-  queries: {load: node_load1, cpu: "sum by (node) (node_cpu_seconds_total)"}
+  queries: {load: node_load1, cpu: "sum by (node) (node_cpu_seconds_total)", nothing: g5k_no_such_metric}
 """
 
 
@@ -84,6 +85,16 @@ def test_run_produces_a_verified_report_and_a_snapshot_that_reopens(env, tmp_pat
     assert facts["kernel"] and facts["reference"]["uid"].startswith("gros-")
     rows = (run_dir / "exports" / "load.csv").read_text().splitlines()
     assert rows[0].startswith("timestamp,value,") and len(rows) > 3
+    # Collect waited for a scrape after the bench: its last seconds are in the data, whatever the machine's speed.
+    bench_end = datetime.strptime(record["phases"]["bench"]["finished_at"], "%Y-%m-%dT%H:%M:%SZ")
+    assert max(float(row.split(",")[0]) for row in rows[1:]) >= bench_end.replace(tzinfo=UTC).timestamp()
+    # A query that matched nothing is said loudly, not left as a header-only file.
+    assert [w for w in outcome["warnings"] if w.startswith("export nothing")], outcome["warnings"]
+    assert "export nothing" in result.stderr
+    assert "[nothing](exports/nothing.csv) (EMPTY, no samples" in report
+    # Written after the release: the archived report describes the finished run.
+    assert "not yet" not in report and "| running |" not in report
+    assert "| collect | done |" in report
 
     assert g5k("verify", str(run_dir)).exit_code == 0
     (run_dir / "bench.csv").write_text((run_dir / "bench.csv").read_text().replace("300000", "300001"))
@@ -179,6 +190,6 @@ def test_unreachable_collector_is_a_clear_error_and_bench_results_stay(env, tmp_
     )
     result = g5k("collect", run_dir.name)
     assert result.exit_code == 1
-    assert f"cannot take a Prometheus snapshot on {collector}" in result.stderr
+    assert f"cannot connect to {collector}" in result.stderr and "does not match" in result.stderr
     assert {path: path.read_bytes() for path in (run_dir / "bench").rglob("*.json")} == bench_before
     assert json.loads((run_dir / "run.json").read_text())["phases"]["collect"]["state"] == "failed"

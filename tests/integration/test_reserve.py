@@ -136,8 +136,11 @@ def test_advance_reservation_refused_says_when_it_could_run(g5k, sim, tmp_path):
     hog(sim, hours=10)
     when = datetime.fromtimestamp(sim.simulator.clock.now() + 3600, PARIS).strftime("%Y-%m-%d %H:%M:%S")
     result = g5k("reserve", str(write_playbook(tmp_path, playbook_text(extra=f"  reservation: '{when}'\n"))))
-    assert result.exit_code == 1
+    # The playbook's date is what must change: bad input, the field named, OAR's own answer quoted.
+    assert result.exit_code == 2
+    assert "reservation.reservation: OAR refused the job on nancy" in result.stderr
     assert "Reservation not valid --> KO (This reservation could run at" in result.stderr
+    assert "api.grid5000.fr" not in result.output
     assert ours(sim) == []
 
 

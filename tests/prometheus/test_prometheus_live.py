@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +18,17 @@ from pathlib import Path
 import pytest
 
 from g5kdeploy import errors
-from g5kdeploy.process import is_running, port_free
+from g5kdeploy.process import free_port, is_running, port_free
 from g5kdeploy.testbeds.monitoring import Monitoring, start_monitoring, stop_monitoring
 from g5kdeploy.tools.prometheus import (
     PrometheusClient,
     PrometheusError,
     ServedSnapshot,
-    free_port,
+    Target,
     serve_snapshot,
     snapshot_tree_time_range,
     stop_served,
+    wait_http_ready,
     write_csv,
 )
 
@@ -71,6 +74,7 @@ class Stack:
     copy_files: dict[str, int]
     served: ServedSnapshot
     replay: PrometheusClient
+    targets_at_start: list[Target]
 
 
 def _tree(directory: Path) -> dict[str, int]:
@@ -93,6 +97,7 @@ def stack(tmp_path_factory):
     served = None
     try:
         client = PrometheusClient(monitoring.prometheus_url, timeout=10)
+        targets_at_start = client.targets()
 
         def all_up_with_samples():
             now = time.time()
@@ -113,12 +118,60 @@ def stack(tmp_path_factory):
         copy_files = _tree(copy)
         served = serve_snapshot(copy, directory / "replay", timeout=20)
         yield Stack(
-            monitoring, client, before, name, copy, copy_files, served, PrometheusClient(served.url, timeout=30)
+            monitoring,
+            client,
+            before,
+            name,
+            copy,
+            copy_files,
+            served,
+            PrometheusClient(served.url, timeout=30),
+            targets_at_start,
         )
     finally:
         if served is not None:
             stop_served(served.pid)
         stop_monitoring(monitoring.pids)
+
+
+def test_monitoring_is_started_only_once_every_target_was_scraped(stack):
+    assert {target.name for target in stack.targets_at_start} == NODES
+    assert all(target.health == "up" and target.last_scrape for target in stack.targets_at_start)
+
+
+def test_a_readiness_answer_from_another_process_does_not_pass_for_ours(tmp_path):
+    address, port = "127.0.9.50", _ports(1)[0]
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", address, str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ours = subprocess.Popen(["sleep", "30"])
+    try:
+        _poll(lambda: not port_free(address, port), timeout=10, what="the other server listening")
+        with pytest.raises(errors.TestbedError, match="not ready"):
+            wait_http_ready(
+                f"http://{address}:{port}/",
+                pid=ours.pid,
+                log_path=tmp_path / "none.log",
+                deadline=time.monotonic() + 2,
+                what="ours",
+                owned=(address, port),
+            )
+        # The same answer, from the process that holds the port, is ready at once.
+        wait_http_ready(
+            f"http://{address}:{port}/",
+            pid=other.pid,
+            log_path=tmp_path / "none.log",
+            deadline=time.monotonic() + 5,
+            what="theirs",
+            owned=(address, port),
+        )
+    finally:
+        for process in (other, ours):
+            process.kill()
+            process.wait()
 
 
 def test_monitoring_scrapes_every_node(stack):
