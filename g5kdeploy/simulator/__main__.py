@@ -2,7 +2,7 @@
 
 import typer
 
-from g5kdeploy.cli.sim import serve
+from g5kdeploy.simulator.cli import serve
 
 if __name__ == "__main__":
     typer.run(serve)

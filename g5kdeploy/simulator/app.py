@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 
@@ -11,6 +10,7 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
+from g5kdeploy.simulator.frontend import PAGE_TYPE, BodyGuard, proxy_page
 from g5kdeploy.simulator.model import Simulator
 from g5kdeploy.simulator.render import COLLECTION, ITEM
 
@@ -18,12 +18,6 @@ JSON_TYPE = "application/json; charset=utf-8"
 # g5k-api treats these logins as "no user": reads are allowed, writes get 403.
 NO_USER = frozenset({"", "anonymous", "unknown", "(unknown)"})
 USER_HEADER = "X-Api-User-CN"
-UNAUTHORIZED_PAGE = (
-    '<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>401 Unauthorized</title>\n'
-    "</head><body>\n<h1>Unauthorized</h1>\n<p>This server could not verify that you\nare authorized to access "
-    "the document\nrequested.  Either you supplied the wrong\ncredentials (e.g., bad password), or your\n"
-    "browser doesn't understand how to supply\nthe credentials required.</p>\n</body></html>\n"
-)
 
 
 def simulator() -> Simulator:
@@ -74,8 +68,8 @@ def text(body: str, status: int, headers: dict[str, str] | None = None) -> Respo
 
 def _unauthorized() -> Response:
     """The front proxy's answer to missing or wrong Basic credentials (g5k-api itself never sends it)."""
-    response = Response(UNAUTHORIZED_PAGE, status=401)
-    response.headers["Content-Type"] = "text/html; charset=iso-8859-1"
+    response = Response(proxy_page(401), status=401)
+    response.headers["Content-Type"] = PAGE_TYPE
     response.headers["WWW-Authenticate"] = 'Basic realm="Grid\'5000 API"'
     return response
 
@@ -95,8 +89,10 @@ def _authenticate() -> Response | None:
         return _unauthorized() if config.users is not None and not config.trust_user_header else None
     scheme, _, encoded = header.partition(" ")
     try:
+        # Credentials are UTF-8, as requests sends a bytes password. A header with non-ASCII text, bad
+        # base64 or non-UTF-8 credentials raises a ValueError: the proxy's 401, like a wrong password.
         login, sep, password = base64.b64decode(encoded.strip()).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         sep = ""
     users = config.users
     valid = (
@@ -123,6 +119,7 @@ def create_app(sim: Simulator) -> Flask:
     app.register_blueprint(reference_blueprint, url_prefix=prefix)
     app.register_blueprint(jobs_blueprint, url_prefix=prefix)
     app.before_request(_authenticate)
+    app.wsgi_app = BodyGuard(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:

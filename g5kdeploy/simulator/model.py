@@ -20,7 +20,7 @@ from g5kdeploy.simulator import walltime
 from g5kdeploy.simulator.background import BackgroundLoad
 from g5kdeploy.simulator.config import SimConfig
 from g5kdeploy.simulator.deployments import DeploymentStore
-from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
+from g5kdeploy.simulator.errors import FORBIDDEN, ApiError, job_not_found, oar_job_not_found
 from g5kdeploy.simulator.jobbook import JobBook
 from g5kdeploy.simulator.oarsub import paris_time
 from g5kdeploy.simulator.persistence import load_state, restore, save_state, snapshot
@@ -171,11 +171,11 @@ class Simulator:
             return f"Deleting the job = {uid} ...REGISTERED. The job(s) [ {uid} ] will be deleted in a near future."
 
     def walltime_info(self, site: str, uid: int) -> dict[str, Any]:
-        return self._locked(lambda: walltime.info(self._job(site, uid), self.prefix))
+        return self._locked(lambda: walltime.info(self._job(site, uid, oar_job_not_found), self.prefix))
 
     def change_walltime(self, site: str, uid: int, user: str, body: Mapping[str, Any]) -> dict[str, Any]:
         with self._lock:
-            job = self._job(site, uid)
+            job = self._job(site, uid, oar_job_not_found)
             if job.user != user:
                 raise ApiError(403, FORBIDDEN)
             what = f"jobs/{uid}/walltime.json"
@@ -249,11 +249,11 @@ class Simulator:
     def _render(self, job: Job, resources: bool = True) -> dict[str, Any]:
         return job_item(job, self.prefix, self.cores, resources=resources)
 
-    def _job(self, site: str, uid: int) -> Job:
+    def _job(self, site: str, uid: int, missing: Callable[[object], ApiError] = job_not_found) -> Job:
         self._advance()
         job = self._book.jobs.get(uid)
         if job is None or job.site != site:
-            raise ApiError(404, f"Couldn't find OAR::Job with 'job_id'={uid}")
+            raise missing(uid)
         return job
 
     def _check_reservation(self, site: str, needs: list[PartNeed], walltime: int, start: float) -> list[str]:

@@ -110,15 +110,15 @@ def parse_resources(text: str | None) -> Request:
 
 
 class ReservationDateError(ValueError):
-    """A reservation date oarsub refuses; `which` is `start` or `end`."""
+    """A reservation oarsub refuses; `parts` names the invalid dates: `start`, `end` or both."""
 
-    def __init__(self, which: str, text: str) -> None:
-        super().__init__(f"{which}: {text}")
-        self.which = which
+    def __init__(self, parts: tuple[str, ...], text: str) -> None:
+        super().__init__(f"{' and '.join(parts)}: {text}")
+        self.parts = parts
 
 
-def _paris_epoch(text: str, now: float, which: str) -> float:
-    """Paris-local `[YYYY-MM-DD ]hh[:mm[:ss]]` to epoch seconds.
+def _paris_epoch(text: str, now: float) -> float | None:
+    """Paris-local `[YYYY-MM-DD ]hh[:mm[:ss]]` to epoch seconds, None if it is no valid date.
 
     At the DST changes: a wall time skipped in spring (02:30 on the last Sunday of March) does not
     exist and is refused like a malformed date; a wall time seen twice in autumn (02:30 on the last
@@ -126,7 +126,7 @@ def _paris_epoch(text: str, now: float, which: str) -> float:
     """
     match = _RESERVATION.match(text)
     if not match:
-        raise ReservationDateError(which, text)
+        return None
     year, month, day, hour, minute, second = match.groups()
     today = datetime.fromtimestamp(now, PARIS)
     try:
@@ -138,20 +138,32 @@ def _paris_epoch(text: str, now: float, which: str) -> float:
             int(minute or 0),
             int(second or 0),
         )
-    except ValueError as exc:
-        raise ReservationDateError(which, text) from exc
+    except ValueError:
+        return None
     moment = naive.replace(tzinfo=PARIS, fold=0)
-    if moment.astimezone(UTC).astimezone(PARIS).replace(tzinfo=None) != naive:
-        raise ReservationDateError(which, text)
+    try:
+        if moment.astimezone(UTC).astimezone(PARIS).replace(tzinfo=None) != naive:
+            return None
+    except OverflowError:  # the first hours of year 1 have no UTC equivalent
+        return None
     return moment.timestamp()
 
 
 def parse_window(text: str, now: float) -> tuple[float, float | None]:
-    """`start[, end]` (start may be `now`) to epoch seconds; ReservationDateError if either is invalid."""
+    """`start[, end]` to epoch seconds; ReservationDateError naming every invalid date.
+
+    The start may be `now`, spelt exactly so: g5k-api compares it unstripped and case-sensitively.
+    """
     start_text, _, end_text = text.partition(",")
-    start_text, end_text = start_text.strip(), end_text.strip()
-    start = now if start_text.lower() == "now" else _paris_epoch(start_text, now, "start")
-    end = _paris_epoch(end_text, now, "end") if end_text else None
+    start = now if start_text == "now" else _paris_epoch(start_text, now)
+    end = _paris_epoch(end_text, now) if end_text else None
+    bad = []
+    if start is None:
+        bad.append("start")
+    if end_text and end is None:
+        bad.append("end")
+    if start is None or bad:
+        raise ReservationDateError(tuple(bad), text)
     return start, end
 
 

@@ -6,6 +6,7 @@ messages here imitate PostgreSQL's wording.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Callable, Mapping
 
@@ -18,6 +19,10 @@ _TOKEN = re.compile(
     r"|(?P<punct>[(),])|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
 )
 _KEYWORDS = {"and", "or", "not", "in", "like"}
+# Deeper parentheses or `not` chains are refused, as PostgreSQL refuses what overflows its stack; the
+# parser recurses once per level and the predicate it builds is evaluated under the simulator's lock.
+MAX_DEPTH = 100
+_LIKE_TO_GLOB = {"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}
 
 
 class PropertyError(ValueError):
@@ -41,9 +46,9 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    out = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.compile(f"^{out}$", re.DOTALL)
+def _like(value: str, pattern: str) -> bool:
+    """SQL LIKE through fnmatch, whose translation cannot backtrack catastrophically on many `%`."""
+    return fnmatch.fnmatchcase(value, "".join(_LIKE_TO_GLOB.get(c, c) for c in pattern))
 
 
 def _coerce(left: Value, right: Value) -> tuple[Value, Value]:
@@ -67,11 +72,16 @@ _COMPARATORS: dict[str, Callable[[Value, Value], bool]] = {
 }
 
 
+def _negation(predicate: Predicate) -> Predicate:
+    return lambda p: not predicate(p)
+
+
 class _Parser:
     def __init__(self, text: str, columns: set[str]) -> None:
         self.tokens = _tokenize(text)
         self.pos = 0
         self.columns = columns
+        self.depth = 0
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -112,16 +122,18 @@ class _Parser:
         return terms[0] if len(terms) == 1 else lambda p: all(t(p) for t in terms)
 
     def not_expr(self) -> Predicate:
-        if self.at("kw", "not"):
-            self.take()
-            inner = self.not_expr()
-            return lambda p: not inner(p)
-        if self.at("punct", "("):
-            self.take()
-            inner = self.or_expr()
+        if not (self.at("kw", "not") or self.at("punct", "(")):
+            return self.comparison()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise PropertyError("ERROR:  stack depth limit exceeded")
+        if self.take() == ("kw", "not"):
+            result = _negation(self.not_expr())
+        else:
+            result = self.or_expr()
             self.expect("punct", ")")
-            return inner
-        return self.comparison()
+        self.depth -= 1
+        return result
 
     def operand(self) -> Callable[[Props], Value]:
         kind, value = self.take()
@@ -129,7 +141,10 @@ class _Parser:
             literal = value[1:-1].replace("''", "'")
             return lambda _p: literal
         if kind == "num":
-            number: Value = float(value) if "." in value else int(value)
+            try:
+                number: Value = float(value) if "." in value else int(value)
+            except ValueError:  # past int()'s 4300 digits: PostgreSQL's numeric still compares it
+                number = float(value)
             return lambda _p: number
         if kind == "word":
             column = value.lower()
@@ -163,7 +178,7 @@ class _Parser:
             return member
         if kind == "kw" and value == "like":
             pattern = self.operand()
-            return lambda p: bool(_like_regex(str(pattern(p))).match(str(left(p)))) != negate
+            return lambda p: _like(str(left(p)), str(pattern(p))) != negate
         if negate or kind != "op":
             raise PropertyError(f'ERROR:  syntax error at or near "{value}"')
         right = self.operand()

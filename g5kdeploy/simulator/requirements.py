@@ -27,8 +27,14 @@ _QUEUES = {
     "production": "production",
     "testing": "testing",
 }
-# oarsub's own wording, reported by g5k-api as a local validation error rather than an OAR relay.
-_DATE_SYNTAX = "Syntax error in reservation {which} date, should at least match the format: 'YYYY-MM-DD hh:mm:ss'."
+# g5k-api's own check of the reservation (Grid5000::Job#valid?), which joins its errors with "; ".
+_DATE_SYNTAX = (
+    "Syntax error in reservation {which} date, should at least match the format: 'YYYY-MM-DD hh:mm:ss'. "
+    "Please see documentation for available date syntaxes."
+)
+# g5k-api forwards these to OAR as they come, where Perl turns an object into `HASH(0x...)`: the simulator
+# refuses them in the words g5k-api uses for an ill-typed `reservation`.
+_STRING_FIELDS = ("command", "resources", "properties", "queue", "project", "name", "directory", "reservation")
 # A reservation up to a minute in the past is accepted: `hh:mm` cannot say "now" more precisely.
 RESERVATION_SLACK = 60.0
 _OARSUB_PREFIX = "Oarsub command exited with status 1: "
@@ -46,6 +52,22 @@ class JobSpec:
     needs: list[PartNeed]
 
 
+def _check_types(body: dict[str, Any]) -> None:
+    """400 naming every field of the wrong JSON type; null stands for an absent field."""
+    errors = [
+        f"`{field}` should be a String."
+        for field in _STRING_FIELDS
+        if body.get(field) is not None and not isinstance(body[field], str)
+    ]
+    types = body.get("types")
+    if not (
+        types is None or isinstance(types, str) or (isinstance(types, list) and all(isinstance(t, str) for t in types))
+    ):
+        errors.append("`types` should be an Array of Strings.")
+    if errors:
+        raise ApiError(400, _INVALID + "; ".join(errors))
+
+
 class Requirements:
     """Turns submissions into node requirements over one inventory."""
 
@@ -59,10 +81,9 @@ class Requirements:
         return oar_relay(self.api_version, site, what, body, status)
 
     def check(self, site: str, body: dict[str, Any], now: float) -> JobSpec:
+        _check_types(body)
         command = body.get("command")
         reservation_text = body.get("reservation")
-        if reservation_text is not None and not isinstance(reservation_text, str):
-            raise ApiError(400, _INVALID + "`reservation` should be a String.")
         if not command and not reservation_text:
             raise ApiError(400, _INVALID + "you must give a :command to execute on launch")
         types = body.get("types") or []
@@ -70,8 +91,11 @@ class Requirements:
             types = [types]
         queue = str(body.get("queue") or "default")
         if queue not in _QUEUES:
-            # What users of the real API report: OAR's refusal is lost and the proxy answers a bare 500.
-            raise ApiError(500, "500 Internal Server Error")
+            # oarsub's refusal, with the code OAR's API counts as a bad request. On the real platform oarsub
+            # exits with -8, seen as 248, which OAR's API does not list, so users there get a 500 instead.
+            raise self.relay(
+                site, "jobs.json", f"Oarsub command exited with status 8: # Error: queue '{queue}' does not exist"
+            )
         resources = str(body.get("resources") or "nodes=1")
         properties = str(body.get("properties") or "").strip()
         try:
@@ -84,7 +108,9 @@ class Requirements:
             try:
                 reservation, end = parse_window(reservation_text, now)
             except ReservationDateError as exc:
-                raise ApiError(400, _INVALID + _DATE_SYNTAX.format(which=exc.which) + f" ({reservation_text})") from exc
+                raise ApiError(
+                    400, _INVALID + "; ".join(_DATE_SYNTAX.format(which=part) for part in exc.parts)
+                ) from exc
             if reservation < now - RESERVATION_SLACK:
                 raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}[OAR] Reservation too old ({reservation_text})")
             if end is not None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, request
 
 from g5kdeploy.simulator.app import known_site, require_user, respond, simulator, text
-from g5kdeploy.simulator.errors import ApiError
+from g5kdeploy.simulator.errors import (
+    JSON_TOO_DEEP,
+    MAX_JSON_NESTING,
+    ApiError,
+    job_not_found,
+    oar_job_not_found,
+)
 from g5kdeploy.simulator.records import Job
 from g5kdeploy.simulator.render import COLLECTION, link
 
@@ -17,10 +25,39 @@ MAX_LIMIT = 500
 _JOB_FILTERS = ("user", "name", "queue", "project")
 
 
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _json_body() -> Any:
+    """The JSON body, None when it does not parse; too deep a nesting is refused as Rails' parser refuses it.
+
+    The real API answers that refusal with a 500 (g5k-api's catch-all rescue gets Rails' ParseError); the
+    simulator answers 400, the status Rails itself gives a ParseError, with the same text.
+    """
+    try:
+        data = json.loads(request.get_data())
+    except RecursionError:
+        raise ApiError(400, JSON_TOO_DEEP) from None
+    except ValueError:
+        return None
+    if _nested_deeper_than(data, MAX_JSON_NESTING):
+        raise ApiError(400, JSON_TOO_DEEP)
+    return data
+
+
 def _body() -> dict[str, Any]:
     """JSON or form body; form fields given several times (`types`) become lists."""
     if request.is_json:
-        data = request.get_json(silent=True)
+        data = _json_body()
         if not isinstance(data, dict):
             raise ApiError(400, "Request body must be a JSON object")
         return data
@@ -36,10 +73,14 @@ def _paging() -> tuple[int, int]:
     return offset, limit
 
 
-def _job_uid(raw: str) -> int:
-    if not raw.isdigit():
-        raise ApiError(404, f"Couldn't find OAR::Job with 'job_id'={raw}")
-    return int(raw)
+def _job_uid(raw: str, missing: Callable[[object], ApiError] = job_not_found) -> int:
+    """The job id of a URL; anything but ASCII digits (`str.isdigit` also takes '²') names no job."""
+    if not (raw.isascii() and raw.isdigit()):
+        raise missing(raw)
+    try:
+        return int(raw)
+    except ValueError as exc:  # more digits than int() converts: no job has such an id either
+        raise missing(raw) from exc
 
 
 def _absolute(path: str) -> str:
@@ -109,7 +150,7 @@ def delete_job(site: str, uid: str) -> Response:
 def walltime_info(site: str, uid: str) -> Response:
     known_site(site)
     require_user()
-    return respond(simulator().walltime_info(site, _job_uid(uid)))
+    return respond(simulator().walltime_info(site, _job_uid(uid, oar_job_not_found)))
 
 
 @jobs_blueprint.post("/sites/<site>/jobs/<uid>/walltime")
@@ -118,10 +159,10 @@ def walltime_change(site: str, uid: str) -> Response:
     login = require_user()
     if not request.is_json:
         raise ApiError(415, f"Content-Type '{request.content_type or ''}' is not supported")
-    body = request.get_json(silent=True)
+    body = _json_body()
     if not isinstance(body, dict) or not isinstance(body.get("walltime"), str):
         raise ApiError(400, "The walltime change request is not valid: walltime must be a string")
-    return respond(simulator().change_walltime(site, _job_uid(uid), login, body), status=202)
+    return respond(simulator().change_walltime(site, _job_uid(uid, oar_job_not_found), login, body), status=202)
 
 
 @jobs_blueprint.get("/sites/<site>/deployments")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from types import TracebackType
 from typing import Any
@@ -11,14 +12,29 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from g5kdeploy.simulator.app import create_app
 from g5kdeploy.simulator.config import SimConfig
 from g5kdeploy.simulator.faults import FaultMiddleware, parse_faults
+from g5kdeploy.simulator.frontend import DISCARD_INPUT
 from g5kdeploy.simulator.model import Simulator
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log: agents poll a lot and the log would drown their own output."""
+    """No access log: agents poll a lot and the log would drown their own output.
+
+    Every socket read gives up after `timeout` seconds, so a client that stalls in its request line or body
+    holds a thread for that long at most (a stalled body gets the proxy's 408).
+    """
+
+    timeout = 30.0
 
     def log(self, *_args: Any) -> None:
         return None
+
+    def make_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().make_environ()
+        environ[DISCARD_INPUT] = self._discard_input
+        return environ
+
+    def _discard_input(self) -> None:
+        self.rfile = io.BytesIO()
 
 
 def build_server(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> tuple[BaseWSGIServer, Simulator]:

@@ -111,7 +111,7 @@ def test_cli_prints_url_first_and_stops_on_sigterm(tmp_path):
 def test_cli_rejects_bad_options(tmp_path):
     from typer.testing import CliRunner
 
-    from g5kdeploy.cli.sim import app
+    from g5kdeploy.simulator.cli import app
 
     runner = CliRunner()
     for args, option in [

@@ -35,13 +35,6 @@ def test_non_node_resources_are_refused(server, client, resources):
     assert "Bad resource request (" in err.error_message and "not allocated by the simulator" in err.error_message
 
 
-def test_wrong_queue_is_a_bare_500(server):
-    r = requests.post(
-        f"{server.url}/sites/nancy/jobs", json={"command": "sleep 1", "queue": "nosuch"}, auth=("jdoe", "pw")
-    )
-    assert r.status_code == 500 and r.text == "500 Internal Server Error"
-
-
 def test_method_not_allowed_body(server):
     r = requests.put(f"{server.url}/sites/nancy/jobs", auth=("jdoe", "pw"))
     assert r.status_code == 405 and r.text == "Method Not Allowed"

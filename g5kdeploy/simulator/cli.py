@@ -1,4 +1,8 @@
-"""`g5k sim serve` (also `python -m g5kdeploy.simulator`): run the simulator until SIGTERM/SIGINT."""
+"""`g5k sim serve` (also `python -m g5kdeploy.simulator`): run the simulator until SIGTERM/SIGINT.
+
+The simulator is a program of its own: this module (and what it imports) knows nothing of the agent, so a
+simulator process loads only what it serves with.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +30,13 @@ def _fail(message: str) -> typer.Exit:
 
 def _load_users(path: Path) -> dict[str, str]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        # Every scalar as the text written: a password 0123 or yes is that text, not the number 83 or True.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise _fail(f"--users: cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict) or not data:
+    if not isinstance(data, dict) or not data or not all(isinstance(v, str) for v in data.values()):
         raise _fail(f"--users: {path} must be a YAML mapping login: password")
-    return {str(k): str(v) for k, v in data.items()}
+    return dict(data)
 
 
 def _is_loopback(host: str) -> bool:
