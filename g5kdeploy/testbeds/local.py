@@ -70,7 +70,8 @@ class LocalTestbed:
         directory = store.directory(record.run_id) / "testbed"
         state = directory / "simulator-state.json"
         log_path = directory / "simulator.log"
-        argv = [sys.executable, "-m", "g5kdeploy", "sim", "serve", "--port", "0", "--state", str(state)]
+        # The simulator's own entry point: it loads none of the agent (whose execo forks a helper process).
+        argv = [sys.executable, "-m", "g5kdeploy.simulator", "--port", "0", "--state", str(state)]
         # The log is appended to by every simulator of the run: this one's URL is in what it writes.
         offset = log_size(log_path)
         pid = spawn_daemon(argv, log_path=log_path)
