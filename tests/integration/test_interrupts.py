@@ -96,12 +96,31 @@ def test_two_signals_in_quick_succession_still_release_the_job(waiting_agent, si
     assert "Traceback" not in stderr
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether ``pid`` handles SIGTERM itself: the agent's code is running (before that, only Python starts)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5, 1.0])
+@pytest.mark.parametrize("delay", ["first-line", 0.3, 0.6, 1.0])
 def test_a_signal_while_the_agent_starts_exits_130_without_a_traceback(sim, tmp_path, agent_env, sig, delay):
     book = write_playbook(tmp_path, playbook_text())
     process = spawn_g5k("reserve", str(book), env=agent_env)
-    time.sleep(delay)
+    if delay == "first-line":
+        # At the agent's very first line of code, before the CLI's imports (a second or more): anything earlier is
+        # the interpreter's own start, the same for every Python program.
+        deadline = time.monotonic() + 30
+        while not catches_sigterm(process.pid) and process.poll() is None:
+            assert time.monotonic() < deadline, "the agent never started"
+            time.sleep(0.001)
+    else:
+        # Well past the interpreter's own start (tens of milliseconds), inside the CLI's imports or the command.
+        time.sleep(delay)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
