@@ -10,7 +10,9 @@
     ├── ReservationError          exit 1  a job ended early, was refused, or would start too late
     ├── DeadlineExceeded          exit 1  a wait ran out of time
     ├── DeployError               exit 1  too few nodes came up on the experiment's system
-    └── TestbedError              exit 1  the local testbed could not start or stop a part
+    ├── TestbedError              exit 1  the local testbed could not start or stop a part
+    │   └── KernelConfigError     exit 1  an option the experiment needs did not survive the kernel's configuration
+    └── ToolError                 exit 1  an external program (make, clang, vng...) failed or ran out of time
 """
 
 from __future__ import annotations
@@ -67,3 +69,15 @@ class JobRefused(ConfigError, ApiError):
         super().__init__(message, status=status, hint=hint)
         self.field = field
         self.oar_text = oar_text
+
+
+class KernelConfigError(TestbedError):
+    """The kernel's configuration dropped an option the experiment needs (its dependencies are not met)."""
+
+
+class ToolError(G5kError):
+    """An external program failed; ``command`` is its argv, for the user to run again by hand."""
+
+    def __init__(self, message: str, *, command: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.command = command

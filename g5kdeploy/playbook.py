@@ -25,6 +25,8 @@ from g5kdeploy.errors import ConfigError
 from g5kdeploy.walltime import MAX_WALLTIME, parse_duration
 
 PARIS = ZoneInfo("Europe/Paris")
+#: The experiment's own eBPF programs, shared with the Nix side (nix/ebpf/default.nix builds them too).
+DEFAULT_EBPF_DIR = Path(__file__).resolve().parents[1] / "nix" / "ebpf"
 QUEUES = ("default", "production", "besteffort", "testing", "admin")
 #: A playbook is a few kilobytes: a larger file is the wrong one.
 MAX_BYTES = 1024 * 1024
@@ -382,27 +384,110 @@ class Ssh(_Strict):
     key: str | None = None
 
 
+class Ebpf(_Strict):
+    """The eBPF programs the deploy phase compiles and loads: each ``<name>.bpf.c`` with its ebpf_exporter
+    config ``<name>.yaml``, in ``directory`` (relative to the playbook's; default the agent's nix/ebpf)."""
+
+    programs: Annotated[list[str], Field(min_length=1)] = ["statx-override"]
+    directory: str | None = None
+
+    @field_validator("programs")
+    @classmethod
+    def _program_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _SLUG.fullmatch(name):
+                raise ValueError(f"{_quote(name)}: a program name is its files' stem: <name>.bpf.c, <name>.yaml")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value!r} repeats a program: list each once")
+        return value
+
+    def source_dir(self, playbook_path: Path) -> Path:
+        if self.directory is None:
+            return DEFAULT_EBPF_DIR
+        directory = Path(self.directory)
+        return directory if directory.is_absolute() else playbook_path.parent / directory
+
+
+class Vm(_Strict):
+    """The VM testbed: which roles are QEMU guests running the experiment's kernel, and their size."""
+
+    #: Default: every role but the collector (which stays a loopback node beside its real Prometheus).
+    roles: list[str] | None = None
+    memory: Annotated[int, Field(ge=256, le=65_536)] = 1024
+    boot_timeout: Annotated[int, Field(gt=0, le=3600)] = 300
+
+    @field_validator("roles")
+    @classmethod
+    def _distinct_roles(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{value!r} repeats a role: list each once")
+        return value
+
+
+LOCAL_TESTBEDS = ("local", "vm")
+
+
 class Playbook(_Strict):
     version: Literal[1]
     name: str
-    testbed: Literal["grid5000", "local"]
+    testbed: Literal["grid5000", "local", "vm"]
     reservation: Reservation
     ssh: Ssh = Ssh()
+    vm: Vm | None = None
+    ebpf: Ebpf = Ebpf()
     deploy: Deploy | None = None
     bench: Bench | None = None
     collect: Collect | None = None
     nightly: Nightly | None = None
 
     @model_validator(mode="after")
+    def _vm_fits_testbed(self) -> Playbook:
+        if self.vm is not None and self.testbed != "vm":
+            raise ValueError(f"vm: only for testbed: vm (this playbook's testbed is {self.testbed})")
+        if self.testbed != "vm":
+            return self
+        unknown = [role for role in self.vm_roles if role not in self.reservation.roles]
+        if unknown:
+            raise ValueError(
+                f"vm.roles: {', '.join(unknown)} not among reservation.roles ({', '.join(self.reservation.roles)})"
+            )
+        if self.collect and self.collect.role in self.vm_roles:
+            raise ValueError(
+                f"vm.roles: {self.collect.role} is the collect role, which stays a loopback node beside its "
+                "Prometheus: leave it out"
+            )
+        if self.bench and "on" in self.bench.ebpf:
+            outside = [role for role in self.bench_roles if role not in self.vm_roles]
+            if outside:
+                raise ValueError(
+                    f"bench.roles: {', '.join(outside)} run the host's kernel (not in vm.roles), where eBPF cannot "
+                    "be switched on: bench VM roles only, or add them to vm.roles"
+                )
+        return self
+
+    @property
+    def vm_roles(self) -> list[str]:
+        """The roles whose nodes are QEMU guests (testbed: vm)."""
+        if self.testbed != "vm":
+            return []
+        if self.vm is not None and self.vm.roles is not None:
+            return list(self.vm.roles)
+        collector = self.collect.role if self.collect else "collector"
+        return [role for role in self.reservation.roles if role != collector]
+
+    @model_validator(mode="after")
     def _deploy_fits_testbed(self) -> Playbook:
         if self.deploy is None:
             return self
-        if self.testbed == "local" and self.deploy.method != "artifacts":
+        if self.testbed in LOCAL_TESTBEDS and self.deploy.method != "artifacts":
             raise ValueError(
-                f"deploy.method: {self.deploy.method} needs Grid'5000; the local testbed deploys with: artifacts"
+                f"deploy.method: {self.deploy.method} needs Grid'5000; the {self.testbed} testbed deploys with: "
+                "artifacts"
             )
         if self.testbed == "grid5000" and self.deploy.method == "artifacts":
-            raise ValueError("deploy.method: artifacts is for the local testbed; on Grid'5000 use nxc or kadeploy")
+            raise ValueError(
+                "deploy.method: artifacts is for the local and VM testbeds; on Grid'5000 use nxc or kadeploy"
+            )
         return self
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from g5kdeploy.errors import DeadlineExceeded, TestbedError
+from g5kdeploy.errors import DeadlineExceeded, TestbedError, ToolError
 from g5kdeploy.log import is_secret
 
 #: Variables that carry credentials: a child process never needs them (the agent talks to the API itself).
@@ -35,6 +35,44 @@ def port_free(address: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = subprocess.PIPE,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to completion within ``timeout`` seconds; a failure is a ToolError with its stderr's tail.
+
+    The child gets ``env`` (default: ours) without credentials, and no standard input.
+    """
+    command = [str(part) for part in argv]
+    try:
+        done = subprocess.run(
+            command,
+            check=False,
+            cwd=cwd,
+            env=child_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        raise ToolError(f"{command[0]} not found", command=command) from None
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"{Path(command[0]).name} did not finish within {timeout:.0f} s", command=command) from None
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise ToolError(
+            f"{Path(command[0]).name} failed (exit {done.returncode})" + (f":\n{tail}" if tail else ""),
+            command=command,
+        )
+    return done
 
 
 def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -99,6 +99,16 @@ class PhaseRecord(BaseModel):
     error: str | None = None
 
 
+class GuestPorts(BaseModel):
+    """The host ports forwarded to each VM guest, on the guest's own loopback address."""
+
+    model_config = {"frozen": True}
+
+    ssh: int
+    node_exporter: int
+    ebpf_exporter: int
+
+
 class LocalTestbedRecord(BaseModel):
     """What the local testbed started for this run, so that another process can stop it."""
 
@@ -106,6 +116,13 @@ class LocalTestbedRecord(BaseModel):
     simulator_url: str | None = None
     simulator_state: str | None = None
     sshd_pids: dict[str, int] = {}
+    #: The VM testbed's QEMU guests (the PIDs of the vng processes that run them).
+    guest_pids: dict[str, int] = {}
+    guest_ports: GuestPorts | None = None
+    #: Which accelerator the guests run under, and why (VM testbed).
+    accelerator: str | None = None
+    #: The experiment's kernel the guests boot: its cache directory (VM testbed).
+    kernel_dir: str | None = None
     addresses: dict[str, str] = {}
     monitoring_pids: list[int] = []
     #: The collector's Prometheus and the nodes' exporters, picked free for this run unless the playbook pins one.
@@ -114,7 +131,8 @@ class LocalTestbedRecord(BaseModel):
 
     def forget_nodes(self) -> None:
         """The run moves to other nodes: what was started for the old ones is history (and already stopped)."""
-        self.sshd_pids, self.addresses, self.monitoring_pids = {}, {}, []
+        self.sshd_pids, self.guest_pids, self.addresses, self.monitoring_pids = {}, {}, {}, []
+        self.guest_ports = None
         self.prometheus_port = self.exporter_port = None
 
 

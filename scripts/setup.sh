@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the local testbed and the test suite use: sshd for the nodes, a C compiler for the benchmark,
 # Prometheus and the node exporter for the collector, curl for the snapshot API on the nodes, clang, libbpf and
-# bpftool for the eBPF checks, and Nix (parse and evaluate only) for the Nix checks.
+# bpftool for the eBPF checks, and Nix (parse and evaluate only) for the Nix checks. The VM testbed adds the
+# kernel source and what builds it (pahole from dwarves for its BTF), QEMU, and libbpf1 for the guests' loader.
 APT_PACKAGES=(python3 python3-venv openssh-server openssh-client openssh-sftp-server gcc libc6-dev curl
-  prometheus prometheus-node-exporter clang llvm libbpf-dev bpftool nix-bin)
+  prometheus prometheus-node-exporter clang llvm libbpf-dev libbpf1 bpftool nix-bin
+  linux-source-6.1 build-essential make flex bison bc libelf-dev libssl-dev dwarves xz-utils
+  qemu-system-x86 iproute2 busybox-static)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -27,6 +30,6 @@ fi
 stamp=.venv/.g5kdeploy-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,vm]'
   touch "$stamp"
 fi

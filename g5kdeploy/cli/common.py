@@ -18,7 +18,7 @@ from g5kdeploy.credentials import resolve_endpoint
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.log import get_logger, redact
 from g5kdeploy.phases.reserve import create_run
-from g5kdeploy.playbook import Playbook, load_playbook
+from g5kdeploy.playbook import LOCAL_TESTBEDS, Playbook, load_playbook
 from g5kdeploy.results import RunRecord, RunStore
 
 log = get_logger("g5k")
@@ -62,7 +62,7 @@ def settings(ctx: typer.Context) -> Settings:
 def api_url_for(book: Playbook) -> str:
     """The API a new run will use; resolving it checks the credentials before anything is created."""
     # The local testbed's simulator is started with the run; its URL is recorded once it is up.
-    return "local simulator" if book.testbed == "local" else resolve_endpoint().url
+    return "local simulator" if book.testbed in LOCAL_TESTBEDS else resolve_endpoint().url
 
 
 def start_or_resume(state: Settings, playbook: Path | None, run: str | None, *, option: str) -> RunRecord:

@@ -47,7 +47,10 @@ def reserve_command(
         def show(entry: JobEntry, job: dict[str, Any]) -> None:
             status.update(job_line(entry, job, testbed.clock.now()))
 
-        record = reserve(record, store, testbed, keep=keep, on_update=show)
+        def building(what: str, done: int, total: int | None) -> None:
+            status.update(f"{what} ({done}/{total})" if total else what)
+
+        record = reserve(record, store, testbed, keep=keep, on_update=show, on_build=building)
     if as_json:
         print_json(_run_json(record, state))
     else:

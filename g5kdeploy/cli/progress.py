@@ -74,7 +74,9 @@ class PipelineDisplay:
 
     @property
     def watchers(self) -> Watchers:
-        return Watchers(phase=self.phase, job=self.job, node=self.node, sweep=self.sweep, step=self.step)
+        return Watchers(
+            phase=self.phase, job=self.job, node=self.node, sweep=self.sweep, step=self.step, build=self.build
+        )
 
     def phase(self, name: str) -> None:
         # A new phase: the previous one's node lines and bar are done with.
@@ -93,6 +95,11 @@ class PipelineDisplay:
 
     def sweep(self, done: int, total: int, what: str) -> None:
         task = self._detail("sweep", f"  {what}", total=total)
+        self._progress.update(task, completed=done)
+
+    def build(self, what: str, done: int, total: int | None) -> None:
+        """The VM testbed's kernel build (before anything is reserved): a bar once it compiles."""
+        task = self._detail("build", f"  {what}", total=total)
         self._progress.update(task, completed=done)
 
     def step(self, name: str) -> None:

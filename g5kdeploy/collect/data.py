@@ -2,11 +2,13 @@
 
 A result file is ``bench/<combination>/<node>.json`` as the bench phase writes it. Everything here tolerates
 partial data: a file that is damaged, or lacks a field, is skipped or carries ``None`` for that field, and the
-reason is appended to ``problems`` so the report can say what it left out.
+reason is appended to ``problems`` so the report can say what it left out. The eBPF exporter's counters come
+from the collect phase's exports (``exports/<name>.csv``), read by :func:`counter_totals`.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import statistics
 from collections.abc import Iterable
@@ -23,6 +25,83 @@ PERCENTILES = ("min", "mean", "p50", "p90", "p99", "p999", "max")
 
 #: One histogram bucket: [lo_ns, hi_ns) and how many calls fell in it.
 Bucket = tuple[int, int, int]
+
+#: The path whose statx(2) the eBPF program answers (TARGET_PATH in nix/ebpf/statx-override.bpf.c).
+OVERRIDE_TARGET = "/tmp/g5k-statx-target"
+#: The struct statx the program writes for it, as statx-bench reports it (``<time>.sec``/``.nsec`` for the
+#: timestamps): the FAKE_* values and the fields the program's memset leaves at 0. A test reads them back from
+#: the C source, so the two cannot drift apart.
+FAKE_STATX: dict[str, int] = {
+    "mask": 0x7FF,  # STATX_BASIC_STATS: no btime, unlike a real answer
+    "size": 424242,
+    "mode": 0o100644,
+    "ino": 4242,
+    "nlink": 1,
+    "uid": 0,
+    "gid": 0,
+    "blksize": 4096,
+    "blocks": (424242 + 511) // 512,
+    **{f"{time}.{part}": (1000000000 if part == "sec" else 0)
+       for time in ("atime", "mtime", "ctime", "btime") for part in ("sec", "nsec")},
+}  # fmt: skip
+#: The fields that say a path's real answer did not change between two statx calls (atime may, if read).
+IDENTITY_FIELDS = ("size", "ino", "mode", "nlink", "uid", "gid", "mtime.sec", "mtime.nsec", "ctime.sec")
+
+
+@dataclass(frozen=True)
+class StatxAnswer:
+    """What statx(2) on one path returned to statx-bench's sample call, after its timed calls."""
+
+    ok: bool
+    errno: str | None = None
+    #: ``size``, ``mode`` (an int), ``ino``, ... and ``atime.sec``, ``atime.nsec``, ...
+    fields: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_fake(self) -> bool:
+        """Every field the eBPF program sets, as it sets it. A statx-bench before ``blksize`` and ``blocks``
+        did not report them: the fields it did report decide, as long as they include the size, inode and times."""
+        if not self.ok or any(name not in self.fields for name in ("size", "ino", "mode", "mtime.sec")):
+            return False
+        return all(self.fields.get(name, value) == value for name, value in FAKE_STATX.items())
+
+    def identity(self) -> tuple[Any, ...]:
+        """What must stay the same from one call to the next on an unchanged file (or the same errno)."""
+        return (self.errno,) if not self.ok else tuple(self.fields.get(name) for name in IDENTITY_FIELDS)
+
+    def describe(self) -> str:
+        if not self.ok:
+            return str(self.errno or "failed")
+        mode = self.fields.get("mode")
+        parts = [
+            f"size {self.fields.get('size', '?')}",
+            f"ino {self.fields.get('ino', '?')}",
+            f"mode {'?' if mode is None else f'0{mode:o}'}",
+            f"mtime {self.fields.get('mtime.sec', '?')}",
+        ]
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """One path of one result: its statx(2) calls, their latency, and the answer it got.
+
+    Results of a statx-bench older than its per-path figures carry only ``answer``.
+    """
+
+    path: str
+    #: Every statx(2) on this path in the whole run, all threads: warm-up, timed and sample calls.
+    calls: int | None = None
+    warmup_calls: int | None = None
+    timed_calls: int | None = None
+    sample_calls: int | None = None
+    errors_total: int | None = None
+    latency_ns: dict[str, float] = field(default_factory=dict)
+    buckets: tuple[Bucket, ...] = ()
+    answer: StatxAnswer | None = None
+
+    def percentile(self, name: str) -> float | None:
+        return self.latency_ns.get(name)
 
 
 @dataclass(frozen=True)
@@ -43,9 +122,14 @@ class BenchResult:
     errors: dict[str, int] = field(default_factory=dict)
     errors_total: int | None = None
     finished_at: str | None = None
+    #: One entry per distinct benchmarked path, in the order the bench gave them.
+    paths: tuple[PathResult, ...] = ()
 
     def percentile(self, name: str) -> float | None:
         return self.latency_ns.get(name)
+
+    def path_result(self, path: str) -> PathResult | None:
+        return next((entry for entry in self.paths if entry.path == path), None)
 
 
 def load_results(run_dir: Path, problems: list[str] | None = None) -> list[BenchResult]:
@@ -95,6 +179,7 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
         return None
     latency = json_object(result.get("latency_ns"))
     errors = json_object(result.get("errors"))
+    config = json_object(result.get("config"))
     parsed = BenchResult(
         path=path,
         node=str(document.get("node") or path.stem),
@@ -110,6 +195,7 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
         errors={str(name): count for name, value in errors.items() if (count := _int(value)) is not None},
         errors_total=_int(result.get("errors_total")),
         finished_at=document.get("finished_at"),
+        paths=_paths(config.get("paths"), json_object(result.get("per_path")), json_object(result.get("statx"))),
     )
     missing = [name for name in ("p50", "p99") if name not in parsed.latency_ns]
     if parsed.calls_per_s is None:
@@ -119,6 +205,83 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
     if missing:
         _note(notes, f"{relative}: lacks {', '.join(missing)}; used for the rest")
     return parsed
+
+
+def _paths(configured: Any, per_path: dict[str, Any], answers: dict[str, Any]) -> tuple[PathResult, ...]:
+    names = [str(path) for path in configured] if isinstance(configured, list) else []
+    entries = []
+    for path in dict.fromkeys([*names, *per_path, *answers]):
+        figures = json_object(per_path.get(path))
+        latency = json_object(figures.get("latency_ns"))
+        entries.append(PathResult(
+            path=path,
+            calls=_int(figures.get("calls")),
+            warmup_calls=_int(figures.get("warmup_calls")),
+            timed_calls=_int(figures.get("timed_calls")),
+            sample_calls=_int(figures.get("sample_calls")),
+            errors_total=_int(figures.get("errors_total")),
+            latency_ns={name: value for name in PERCENTILES if (value := _float(latency.get(name))) is not None},
+            buckets=_buckets(figures.get("histogram")),
+            answer=_answer(answers.get(path)),
+        ))  # fmt: skip
+    return tuple(entries)
+
+
+def _answer(value: Any) -> StatxAnswer | None:
+    if not isinstance(value, dict) or not isinstance(value.get("ok"), bool):
+        return None
+    if not value["ok"]:
+        return StatxAnswer(ok=False, errno=str(value.get("errno") or "?"))
+    fields: dict[str, int] = {}
+    for name, item in value.items():
+        if isinstance(item, dict):
+            fields |= {
+                f"{name}.{part}": number for part in ("sec", "nsec") if (number := _int(item.get(part))) is not None
+            }
+        elif name == "mode" and isinstance(item, str):
+            try:
+                fields["mode"] = int(item, 8)
+            except ValueError:
+                continue
+        elif name != "ok" and (number := _int(item)) is not None:
+            fields[name] = number
+    return StatxAnswer(ok=True, fields=fields)
+
+
+#: The series of a counter export (their labels), each with its total over the run.
+CounterTotals = list[tuple[dict[str, str], float]]
+
+
+def counter_totals(path: Path) -> CounterTotals | None:
+    """Each series of a counter export (``timestamp,value,<labels>``) with its total over the run: the last
+    value, plus the value before each reset (an exporter restarted with fresh maps starts again from 0).
+
+    None when the file is missing or unreadable (collect did not export it); an empty list when it has no point.
+    """
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    points: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+    for row in rows:
+        try:
+            timestamp, value = float(row["timestamp"]), float(row["value"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(value) and math.isfinite(timestamp):
+            labels = tuple(sorted((name, text or "") for name, text in row.items()
+                                  if name not in ("timestamp", "value") and name is not None))  # fmt: skip
+            points.setdefault(labels, []).append((timestamp, value))
+    totals: CounterTotals = []
+    for labels, series in points.items():
+        series.sort()
+        total = previous = 0.0
+        for _, value in series:
+            total += value - previous if value >= previous else value
+            previous = value
+        totals.append((dict(labels), total))
+    return totals
 
 
 def json_object(value: Any) -> dict[str, Any]:

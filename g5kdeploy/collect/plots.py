@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
-from g5kdeploy.collect.data import Spread, group, load_results, merge_buckets, spread
+from g5kdeploy.collect.data import BenchResult, Spread, group, load_results, merge_buckets, spread
 from g5kdeploy.log import get_logger
 from g5kdeploy.results import atomic_write_bytes
 
@@ -89,9 +89,12 @@ def plot_latency(run_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def plot_ebpf(run_dir: Path, out_dir: Path) -> Path | None:
-    """eBPF on against off: p50 and p99 per thread count; None unless both states have results.
+    """eBPF on against off: p50 and p99 per thread count, per path; None unless both states have results.
 
-    Each point is the mean over repetitions and nodes (all draws of the same condition), the error bar their
+    A colour is a path (each benchmarked path has its own figures; results without them are drawn as one
+    series for all paths), the line style the eBPF state (solid off, dashed on): on the ordinary path the gap
+    between the two is the probe's cost, on the override's target the dashed line is the overridden call. Each
+    point is the mean over repetitions and nodes (all draws of the same condition), the error bar their
     min-max, so an overlap between on and off says the difference is within run-to-run noise.
     """
     results = [result for result in load_results(run_dir) if result.latency_ns]
@@ -99,24 +102,36 @@ def plot_ebpf(run_dir: Path, out_dir: Path) -> Path | None:
     if len(states) < 2:
         log.info("eBPF comparison left out: results for one eBPF state only", states=states)
         return None
-    figure = Figure(figsize=(10, 4.2), layout="constrained")
+    paths = list(dict.fromkeys(entry.path for result in results for entry in result.paths if entry.latency_ns))
+    figure = Figure(figsize=(11 if paths else 10, 4.6), layout="constrained")
     panels = figure.subplots(1, 2)
     threads = sorted({result.threads for result in results})
+    drawn: list[str | None] = [*paths] or [None]
+    series = [(path, state) for path in drawn for state in states]
     for axes, name in zip(panels, ("p50", "p99"), strict=True):
-        for index, state in enumerate(states):
+        for index, (path, state) in enumerate(series):
             points = {
-                key[0]: spread(result.percentile(name) for result in members)
+                key[0]: spread(_latency(result, path, name) for result in members)
                 for key, members in group([r for r in results if r.ebpf == state], "threads").items()
             }
-            _errorbar(axes, threads, points, index, len(states), label=f"eBPF {state}",
-                      colour=EBPF_COLOUR.get(state, f"C{index + 2}"))  # fmt: skip
+            colour = f"C{paths.index(path) % 10}" if path is not None else EBPF_COLOUR.get(state, f"C{index + 2}")
+            _errorbar(axes, threads, points, index, len(series), label=f"{path or 'all paths'} · eBPF {state}",
+                      colour=colour, linestyle=EBPF_STYLE.get(state, ":"))  # fmt: skip
         axes.set_title(f"{name} latency")
         axes.set_ylabel("ns (mean over repetitions and nodes, min-max)")
         axes.set_ylim(bottom=0)
         _thread_axis(axes, threads)
         axes.legend(fontsize=8)
-    figure.suptitle("statx latency, eBPF override on vs off")
+    figure.suptitle("statx latency per path, eBPF override on vs off")
     return _save(figure, out_dir / "ebpf.png")
+
+
+def _latency(result: BenchResult, path: str | None, name: str) -> float | None:
+    """One latency figure of a result: of one path, or of all its calls when ``path`` is None."""
+    if path is None:
+        return result.percentile(name)
+    entry = result.path_result(path)
+    return entry.percentile(name) if entry else None
 
 
 def plot_throughput(run_dir: Path, out_dir: Path) -> Path:

@@ -1,4 +1,5 @@
-"""``report.md`` and ``report.html``: what ran, where, on which system, the key numbers, the plots.
+"""``report.md`` and ``report.html``: what ran, where, on which system, the key numbers, eBPF on against off,
+the probe's overhead, the proof that the override happened, the plots.
 
 Both files are rendered from one document model (``document.py``), so they never disagree; the HTML is
 self-contained (inline CSS) and refers to the plots and exports by paths relative to the run directory, so
@@ -9,12 +10,25 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.collect.data import BenchResult, Spread, group, json_object, load_results, spread
+from g5kdeploy.collect.data import (
+    FAKE_STATX,
+    OVERRIDE_TARGET,
+    BenchResult,
+    CounterTotals,
+    Spread,
+    StatxAnswer,
+    counter_totals,
+    group,
+    json_object,
+    load_results,
+    spread,
+)
 from g5kdeploy.collect.document import (
     Bullets,
     Document,
@@ -34,7 +48,13 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
 # Typographic signs written as escapes, so the source stays ASCII (ruff RUF001).
-DASH, NONE, TIMES = "\u2013", "\u2013", "\u00d7"
+DASH, NONE, TIMES, NOT_EQUAL = "\u2013", "\u2013", "\u00d7", "\u2260"
+#: The collect phase's exports (``exports/<name>.csv``) of the eBPF program's counter and histogram.
+OVERRIDE_EXPORT, LATENCY_EXPORT = "statx_override", "statx_latency"
+#: Outcomes of the override counter that mean the program saw the target but could not answer for it.
+FAILED_OUTCOMES = ("write_user_failed", "path_read_failed")
+PASS, FAIL, UNMEASURED = "PASS", "FAIL", "not measured"
+ALL_PATHS = "all paths"
 
 
 def write_report(
@@ -74,6 +94,9 @@ def build_report(
         _where(run),
         _systems(run, node_facts, results),
         _numbers(results),
+        _on_off(results),
+        _overhead(results),
+        _proof(run, run_dir, results, exports),
         _plots(plots, run_dir),
         _exports(exports, run_dir, run),
         _phases(run),
@@ -195,6 +218,339 @@ def _numbers(results: list[BenchResult]) -> Section:
     return Section("Key numbers", [note, table])
 
 
+#: A figure of one result (or None when it lacks it).
+Figure = Callable[[BenchResult], float | None]
+
+
+def _on_off(results: list[BenchResult]) -> Section:
+    title = "eBPF on vs off"
+    if not {"on", "off"} <= {result.ebpf for result in results}:
+        return Section(title, [Paragraph("Not compared: the run has no results with both eBPF off and eBPF on "
+                                         "(see Override proof and Skipped or missing).")])  # fmt: skip
+    rows = []
+    for (threads,), members in group(results, "threads").items():
+        off = [result for result in members if result.ebpf == "off"]
+        on = [result for result in members if result.ebpf == "on"]
+        figures: list[tuple[str, Figure, Figure, Figure]] = [
+            (ALL_PATHS, _aggregate("p50"), _aggregate("p99"), lambda result: result.calls_per_s)
+        ]
+        figures += [(path, _of_path(path, "p50"), _of_path(path, "p99"), _path_rate(path))
+                    for path in _timed_paths(members)]  # fmt: skip
+        for label, p50, p99, rate in figures:
+            rows.append([str(threads), label, f"{len(off)} / {len(on)}",
+                         *(_spread_text(spread(map(figure, state)), fmt)
+                           for figure, fmt in ((p50, fmt_ns), (p99, fmt_ns), (rate, fmt_rate))
+                           for state in (off, on))])  # fmt: skip
+    table = Table(["threads", "path", "results off / on", "p50 ns off", "p50 ns on", "p99 ns off", "p99 ns on",
+                   "calls/s off", "calls/s on"], rows, numeric=frozenset({0, 3, 4, 5, 6, 7, 8}))  # fmt: skip
+    note = Paragraph(
+        "Per thread count and path, eBPF off and on side by side: the mean over every node and repetition, "
+        "(min-max) when they differ. The calls cycle through the paths, so all paths is the whole loop and its "
+        "calls/s the measured rate per node; for one path, calls/s is threads / its mean latency, the rate a node "
+        "would sustain on that path alone."
+    )
+    return Section(title, [note, table])
+
+
+def _overhead(results: list[BenchResult]) -> Section:
+    title = "Probe overhead"
+    if not {"on", "off"} <= {result.ebpf for result in results}:
+        return Section(title, [Paragraph("Not measured: it needs results with both eBPF off and eBPF on.")])
+    overridden = _overridden_paths(results)
+    rows: list[list[str]] = []
+    findings: list[str] = []
+    for (threads,), members in group(results, "threads").items():
+        off = [result for result in members if result.ebpf == "off"]
+        on = [result for result in members if result.ebpf == "on"]
+        for path in sorted(_timed_paths(members), key=lambda path: (path in overridden, path)):
+            kind = "overridden call (the program answers)" if path in overridden else "probe overhead"
+            p50 = [spread(map(_of_path(path, "p50"), state)) for state in (off, on)]
+            mean = [spread(map(_of_path(path, "mean"), state)) for state in (off, on)]
+            delta_p50, delta_mean = _delta(*p50), _delta(*mean)
+            n_off, n_on = (point.samples if point else 0 for point in p50)
+            rows.append([str(threads), path, kind, *(_spread_text(point, fmt_ns) for point in p50),
+                         _signed(delta_p50), *(_spread_text(point, fmt_ns) for point in mean), _signed(delta_mean),
+                         f"{n_off} / {n_on}"])  # fmt: skip
+            if path not in overridden and delta_p50 is not None:
+                findings.append(f"{path}, {threads} thread{'s' if threads != 1 else ''}: {_signed(delta_p50)} ns per "
+                                f"call at p50 ({_signed(delta_mean)} ns mean) with the program attached, from "
+                                f"{n_off} results off and {n_on} on")  # fmt: skip
+    if not rows:
+        return Section(title, [Paragraph("Not measured: the results have no per-path latency (statx-bench before "
+                                         "per-path figures).")])  # fmt: skip
+    note = Paragraph(
+        "On an ordinary path (its eBPF-on answers are its real ones) the program's probe runs on every call and "
+        "answers none: p50(on) - p50(off) and mean(on) - mean(off) are what the probe costs a call, each side the "
+        "mean over nodes and repetitions. On the target path, the eBPF-on figures are the cost of the overridden "
+        "call itself (the program answers and the syscall is skipped), not an overhead."
+    )
+    headers = ["threads", "path", "what eBPF on measures", "p50 ns off", "p50 ns on", "p50 on - off", "mean ns off",
+               "mean ns on", "mean on - off", "results off / on"]  # fmt: skip
+    blocks: list[Any] = [note]
+    if findings:
+        blocks.append(Bullets(findings))
+    blocks.append(Table(headers, rows, numeric=frozenset({0, 3, 4, 5, 6, 7, 8})))
+    return Section(title, blocks)
+
+
+def _aggregate(name: str) -> Figure:
+    return lambda result: result.percentile(name)
+
+
+def _of_path(path: str, name: str) -> Figure:
+    def figure(result: BenchResult) -> float | None:
+        entry = result.path_result(path)
+        return entry.percentile(name) if entry else None
+
+    return figure
+
+
+def _path_rate(path: str) -> Figure:
+    def figure(result: BenchResult) -> float | None:
+        mean = _of_path(path, "mean")(result)
+        return result.threads * 1e9 / mean if mean else None
+
+    return figure
+
+
+def _timed_paths(results: Sequence[BenchResult]) -> list[str]:
+    """The paths that have latency figures in some result, in the bench's order."""
+    return list(dict.fromkeys(entry.path for result in results for entry in result.paths if entry.latency_ns))
+
+
+def _overridden_paths(results: Sequence[BenchResult]) -> set[str]:
+    """The paths that got the program's struct in some eBPF-on result: their on figures are overridden calls."""
+    return {entry.path for result in results if result.ebpf == "on" for entry in result.paths
+            if entry.answer is not None and entry.answer.is_fake}  # fmt: skip
+
+
+def _delta(off: Spread | None, on: Spread | None) -> float | None:
+    return None if off is None or on is None else on.mean - off.mean
+
+
+def _signed(value: float | None) -> str:
+    return NONE if value is None else f"{value:+.0f}"
+
+
+# --- the override proof -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # PASS, FAIL or UNMEASURED
+    detail: str
+
+    def text(self) -> str:
+        return f"{self.status}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class NodeProof:
+    node: str
+    #: (i) fake struct with eBPF on, (ii) real values after detach, (iii) counter, (iv) histogram.
+    checks: tuple[Check, Check, Check, Check]
+
+    @property
+    def proven(self) -> bool:
+        return all(check.status == PASS for check in self.checks)
+
+
+CHECK_NAMES = ("program's struct with eBPF on", "real values after detach", "override counter", "latency histogram")
+
+
+def _proof(run: dict[str, Any], run_dir: Path, results: list[BenchResult], exports: Mapping[str, Path]) -> Section:
+    title = "Override proof"
+    if not any(result.ebpf == "on" for result in results):
+        return Section(title, [Paragraph(f"The override proof was not run: {_not_run(run, run_dir)}.")])
+    if not any(result.path_result(OVERRIDE_TARGET) for result in results if result.ebpf == "on"):
+        paths = ", ".join(dict.fromkeys(entry.path for result in results for entry in result.paths)) or "none"
+        return Section(title, [Paragraph(f"The override proof was not run: the benchmarked paths ({paths}) do not "
+                                         f"include the program's target path {OVERRIDE_TARGET}.")])  # fmt: skip
+    order = _sweep_order(run)
+    overrides = counter_totals(exports.get(OVERRIDE_EXPORT) or run_dir / "exports" / f"{OVERRIDE_EXPORT}.csv")
+    latencies = counter_totals(exports.get(LATENCY_EXPORT) or run_dir / "exports" / f"{LATENCY_EXPORT}.csv")
+    proofs = []
+    for (node,), members in group(results, "node").items():
+        members = sorted(members, key=order)
+        on = [result for result in members if result.ebpf == "on"]
+        off = [result for result in members if result.ebpf == "off"]
+        checks = (_check_fake(on, off), _check_detach(on, off, order), _check_counter(node, on, overrides),
+                  _check_histogram(node, latencies))  # fmt: skip
+        proofs.append(NodeProof(node, checks))
+    proven = sum(proof.proven for proof in proofs)
+    verdict = f"Verdict: the override is proven on {proven} of {len(proofs)} node{'s' if len(proofs) != 1 else ''}"
+    failed = [f"{proof.node} ({_unproven(proof)})" for proof in proofs if not proof.proven]
+    verdict += f"; not on {'; '.join(failed)}." if failed else "."
+    note = Paragraph(
+        f"Per node: (i) with eBPF on, statx on {OVERRIDE_TARGET} returned the program's struct "
+        f"({_fake_text()}) and every other path its real values (those it returned with eBPF off); (ii) with eBPF "
+        "off after an eBPF-on combination (the program detached), the target path returned its real values again; "
+        f"(iii) the override counter (exports/{OVERRIDE_EXPORT}.csv, outcome overridden, its total over the run) "
+        "equals the statx calls on the target path in the node's eBPF-on results, warm-up and sample calls "
+        f"included, and no call failed to be overridden ({', '.join(FAILED_OUTCOMES)}); (iv) the program's latency "
+        f"histogram (exports/{LATENCY_EXPORT}.csv) has samples."
+    )
+    rows = [[proof.node, *(check.text() for check in proof.checks)] for proof in proofs]
+    headers = ["node", "(i) eBPF on: program's struct", "(ii) after detach: real values", "(iii) override counter",
+               "(iv) latency histogram"]  # fmt: skip
+    return Section(title, [Paragraph(verdict), note, Table(headers, rows)])
+
+
+def _unproven(proof: NodeProof) -> str:
+    return ", ".join(f"{name} {check.status}" for name, check in zip(CHECK_NAMES, proof.checks, strict=True)
+                     if check.status != PASS)  # fmt: skip
+
+
+def _not_run(run: dict[str, Any], run_dir: Path) -> str:
+    bench = json_object(json_object(run.get("playbook")).get("bench"))
+    if bench and "on" not in (bench.get("ebpf") or []):
+        return "the sweep has no eBPF-on combination (bench.ebpf does not list on)"
+    reasons: dict[str, set[str]] = {}
+    for key, nodes in _sweep_notes(run_dir).items():
+        if "_ebpf-on_" not in key:
+            continue
+        for note in nodes.values():
+            reasons.setdefault(str(note.get("state", "?")), set()).add(str(note.get("reason", "?")))
+    if "skipped" in reasons:
+        return f"the eBPF-on combinations were skipped ({'; '.join(sorted(reasons['skipped']))})"
+    if "failed" in reasons:
+        return f"no eBPF-on combination finished (failed: {_few(sorted(reasons['failed']), 3)})"
+    return "no eBPF-on combination finished"
+
+
+def _sweep_order(run: dict[str, Any]) -> Callable[[BenchResult], tuple[Any, ...]]:
+    """The order the sweep ran the combinations in: repetitions outermost, then eBPF states, then threads, as the
+    playbook lists them (the time each finished breaks ties, e.g. when the playbook is not recorded)."""
+    bench = json_object(json_object(run.get("playbook")).get("bench"))
+    states, counts = list(bench.get("ebpf") or []), list(bench.get("threads") or [])
+
+    def position(result: BenchResult) -> tuple[Any, ...]:
+        state = states.index(result.ebpf) if result.ebpf in states else len(states)
+        threads = counts.index(result.threads) if result.threads in counts else len(counts)
+        return result.repetition, state, threads, result.finished_at or ""
+
+    return position
+
+
+def _answer(result: BenchResult, path: str) -> StatxAnswer | None:
+    entry = result.path_result(path)
+    return entry.answer if entry else None
+
+
+def _fake_text() -> str:
+    return (f"size {FAKE_STATX['size']}, ino {FAKE_STATX['ino']}, mode 0{FAKE_STATX['mode']:o}, "
+            f"times {FAKE_STATX['mtime.sec']}")  # fmt: skip
+
+
+def _check_fake(on: list[BenchResult], off: list[BenchResult]) -> Check:
+    if not on:
+        return Check(UNMEASURED, "no eBPF-on result on this node")
+    problems: list[str] = []
+    gaps: list[str] = []
+    answers = [(result.key, _answer(result, OVERRIDE_TARGET)) for result in on]
+    if absent := [key for key, answer in answers if answer is None]:
+        problems.append(f"no answer for {OVERRIDE_TARGET} in {_few(absent, 3)}")
+    wrong = [(key, answer) for key, answer in answers if answer is not None and not answer.is_fake]
+    problems += [f"{OVERRIDE_TARGET} returned its own answer ({answer.describe()}) in {key}, not the program's "
+                 "struct" for key, answer in wrong[:3]]  # fmt: skip
+    passed = [f"{OVERRIDE_TARGET} returned the program's struct in {len(on)} of {len(on)} results"]
+    others = dict.fromkeys(entry.path for result in on for entry in result.paths if entry.path != OVERRIDE_TARGET)
+    for path in others:
+        reference = {answer.identity(): answer for result in off if (answer := _answer(result, path))}
+        seen = [(result.key, answer) for result in on if (answer := _answer(result, path))]
+        if faked := [key for key, answer in seen if answer.is_fake]:
+            problems.append(f"{path} returned the program's struct too, in {_few(faked, 3)}")
+        elif not reference:
+            gaps.append(f"{path}: no eBPF-off result to compare its answers with")
+        elif changed := [(key, answer) for key, answer in seen if answer.identity() not in reference]:
+            key, answer = changed[0]
+            real = next(iter(reference.values()))
+            problems.append(f"{path} returned {answer.describe()} in {key}, with eBPF off {real.describe()}")
+        else:
+            passed.append(f"{path} its real values ({seen[0][1].describe()}) in {len(seen)} of {len(on)}")
+    if problems:
+        return Check(FAIL, "; ".join(problems))
+    if gaps:
+        return Check(UNMEASURED, "; ".join([*gaps, *passed]))
+    return Check(PASS, "; ".join(passed))
+
+
+def _check_detach(on: list[BenchResult], off: list[BenchResult], order: Callable[[BenchResult], Any]) -> Check:
+    if not on:
+        return Check(UNMEASURED, "no eBPF-on result on this node")
+    first_on = min(map(order, on))
+    after = [result for result in off if order(result) > first_on]
+    if not after:
+        return Check(UNMEASURED, "no eBPF-off combination ran after an eBPF-on one on this node")
+    before = {answer.identity(): answer for result in off if order(result) < first_on
+              and (answer := _answer(result, OVERRIDE_TARGET))}  # fmt: skip
+    answers = [(result.key, answer) for result in after if (answer := _answer(result, OVERRIDE_TARGET))]
+    if not answers:
+        return Check(UNMEASURED, f"no answer for {OVERRIDE_TARGET} in the eBPF-off results after an eBPF-on one")
+    if faked := [key for key, answer in answers if answer.is_fake]:
+        return Check(FAIL, f"{OVERRIDE_TARGET} still returned the program's struct in {_few(faked, 3)}, after the "
+                           "program was detached")  # fmt: skip
+    if before and (changed := [(key, answer) for key, answer in answers if answer.identity() not in before]):
+        key, answer = changed[0]
+        return Check(FAIL, f"{OVERRIDE_TARGET} returned {answer.describe()} in {key}, before the first attach "
+                           f"{next(iter(before.values())).describe()}")  # fmt: skip
+    same = ", the same as before the first attach" if before else ""
+    return Check(
+        PASS,
+        f"{OVERRIDE_TARGET} returned its real values again ({answers[0][1].describe()}) in "
+        f"{len(answers)} eBPF-off result{'s' if len(answers) != 1 else ''} after an eBPF-on one{same}",
+    )
+
+
+def _check_counter(node: str, on: list[BenchResult], totals: CounterTotals | None) -> Check:
+    if not on:
+        return Check(UNMEASURED, "no eBPF-on result on this node")
+    calls = [entry.calls if (entry := result.path_result(OVERRIDE_TARGET)) else None for result in on]
+    if any(count is None for count in calls):
+        return Check(UNMEASURED, "statx-bench gave no per-path call counts (a version before them)")
+    expected = sum(count for count in calls if count is not None)
+    series = _node_series(totals, node, OVERRIDE_EXPORT)
+    if isinstance(series, Check):
+        return series
+    by_outcome: dict[str, float] = {}
+    for labels, total in series:
+        by_outcome[labels.get("outcome", "")] = by_outcome.get(labels.get("outcome", ""), 0.0) + total
+    failures = {outcome: round(by_outcome.get(outcome, 0.0)) for outcome in FAILED_OUTCOMES}
+    failed_text = ", ".join(f"{outcome} {count:,}" for outcome, count in failures.items())
+    calls_text = (f"{expected:,} statx calls on {OVERRIDE_TARGET} in {len(on)} eBPF-on results (warm-up and sample "
+                  "calls included)")  # fmt: skip
+    if "overridden" not in by_outcome:
+        return Check(FAIL, f"no overridden counter for this node, for {calls_text}")
+    overridden = round(by_outcome["overridden"])
+    text = f"overridden {overridden:,} {'=' if overridden == expected else NOT_EQUAL} {calls_text}; {failed_text}"
+    return Check(PASS if overridden == expected and not any(failures.values()) else FAIL, text)
+
+
+def _check_histogram(node: str, totals: CounterTotals | None) -> Check:
+    series = _node_series(totals, node, LATENCY_EXPORT)
+    if isinstance(series, Check):
+        return series
+    # Buckets are cumulative: the +Inf one counts every sample (without it, the fullest bucket is a lower bound).
+    counted = [(labels, total) for labels, total in series if labels.get("le") == "+Inf"]
+    counted = counted or sorted(series, key=lambda item: item[1])[-1:]
+    by_call: dict[str, float] = {}
+    for labels, total in counted:
+        by_call[labels.get("call") or "?"] = by_call.get(labels.get("call") or "?", 0.0) + total
+    samples = round(sum(by_call.values()))
+    if not samples:
+        return Check(FAIL, "no samples for this node")
+    split = ", ".join(f"{call} {round(count):,}" for call, count in sorted(by_call.items()))
+    return Check(PASS, f"{samples:,} samples ({split})")
+
+
+def _node_series(totals: CounterTotals | None, node: str, export: str) -> CounterTotals | Check:
+    if totals is None:
+        return Check(UNMEASURED, f"no exports/{export}.csv")
+    if totals and not any(labels.get("node") for labels, _ in totals):
+        return Check(UNMEASURED, f"exports/{export}.csv has no node label")
+    return [(labels, total) for labels, total in totals if labels.get("node") == node]
+
+
 def _plots(plots: Sequence[Path], run_dir: Path) -> Section:
     if not plots:
         return Section("Plots", [Paragraph("No plots.")])
@@ -244,12 +600,10 @@ def _phases(run: dict[str, Any]) -> Section:
 
 def _skipped(run: dict[str, Any], run_dir: Path, results: list[BenchResult], problems: list[str]) -> Section:
     """What the sweep did not measure and why: ``bench/sweep.json`` notes, then pairs missing without a note."""
-    sweep = read_json(run_dir / "bench" / "sweep.json") or {}
     by_reason: dict[tuple[str, str], list[str]] = {}
     noted: set[tuple[str, str]] = set()
-    for key, nodes in sorted((sweep.get("pairs") or {}).items()):
-        for node, note in sorted((nodes or {}).items()):
-            note = note if isinstance(note, dict) else {}
+    for key, nodes in sorted(_sweep_notes(run_dir).items()):
+        for node, note in sorted(nodes.items()):
             noted.add((key, node))
             by_reason.setdefault((str(note.get("state", "?")), str(note.get("reason", "?"))), []).append(
                 f"{key} on {node}"
@@ -262,6 +616,13 @@ def _skipped(run: dict[str, Any], run_dir: Path, results: list[BenchResult], pro
         items.append(f"no result and no note (sweep not finished?) — {len(unexplained)} pairs: {_few(unexplained)}")
     items += problems
     return Section("Skipped or missing", [Bullets(items)] if items else [Paragraph("Nothing: every pair ran.")])
+
+
+def _sweep_notes(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``bench/sweep.json``'s notes: combination key -> node -> {state, reason, at}."""
+    pairs = json_object((read_json(run_dir / "bench" / "sweep.json") or {}).get("pairs"))
+    return {str(key): {str(node): json_object(note) for node, note in json_object(nodes).items()}
+            for key, nodes in pairs.items()}  # fmt: skip
 
 
 def _planned(run: dict[str, Any]) -> list[tuple[str, str]]:

@@ -1,9 +1,15 @@
-"""The local testbed's deploy: no Nix, no reboot; the experiment's files compiled here and pushed.
+"""The local and VM testbeds' deploy: no Nix, no reboot; the experiment's files compiled here and pushed.
 
-``statx-bench`` is built with ``cc``; the eBPF object is compiled with clang against a ``vmlinux.h`` from
-this machine's BTF when clang and bpftool are installed (it cannot attach on loopback nodes, which share the
-host's kernel, but the artifact is the real one). Every node gets the same files under ``artifacts/`` in its
-working directory, with a sha256 manifest checked there; verification checks the sums once more.
+``statx-bench`` is built with ``cc``; each eBPF program of the playbook (``<name>.bpf.c`` and its ebpf_exporter
+config ``<name>.yaml``) is compiled with clang against a ``vmlinux.h``: the experiment kernel's on the VM
+testbed, this machine's BTF on the loopback testbed (whose nodes share the host's kernel, so the program
+cannot attach there, but the artifact is the real one). Every node gets the same files under ``artifacts/``
+in its working directory, with a sha256 manifest checked there; verification checks the sums once more.
+
+On the VM testbed the guests then load and attach the programs, as ebpf_exporter does, through our stand-in for
+it (``payload/ebpf_exporter_standin.py``, pushed like any artifact): a program the verifier refuses fails its
+node with the verifier's last lines. The stand-in keeps running; the sweep attaches and detaches the programs
+through it (SIGUSR1, SIGUSR2) and its counters last the whole run.
 """
 
 from __future__ import annotations
@@ -11,82 +17,151 @@ from __future__ import annotations
 import hashlib
 import shlex
 import shutil
-import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from g5kdeploy.deploy.base import BootOutcome, DeployContext, Expectation
-from g5kdeploy.errors import TestbedError
+from g5kdeploy.errors import TestbedError, ToolError
 from g5kdeploy.log import get_logger
-from g5kdeploy.payload import build_statx_bench
+from g5kdeploy.payload import STATX_TARGET, STATX_TARGET_TEXT, build_statx_bench
+from g5kdeploy.process import run
 
 log = get_logger(__name__)
-EBPF_DIR = Path(__file__).resolve().parents[2] / "nix" / "ebpf"
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 REMOTE_DIR = "artifacts"
-#: The path whose statx(2) answer the eBPF program overrides: TARGET_PATH's default in statx-override.bpf.c.
-STATX_TARGET = "/tmp/g5k-statx-target"
-#: What NixOS' tmpfiles rule (nix/modules/benchmark.nix) puts in it.
-STATX_TARGET_TEXT = "g5kdeploy statx target"
 COMPILE_TIMEOUT = 120
 BPF_CFLAGS = ["-O2", "-g", "-Wall", "-target", "bpf", "-D__TARGET_ARCH_x86"]
+STANDIN = Path(__file__).resolve().parents[1] / "payload" / "ebpf_exporter_standin.py"
+#: In the node's working directory: the stand-in's PID, its attached/detached state, its log.
+EXPORTER_PID, EXPORTER_STATE, EXPORTER_LOG = "ebpf-exporter.pid", "ebpf-exporter.state", "ebpf-exporter.log"
+GUEST_EXPORTER_PORT = 9435
+#: Tenths of a second the stand-in gets to load and attach (Python from 9p and the verifier, under TCG).
+ATTACH_TENTHS = 1200
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_ebpf(out_dir: Path) -> tuple[list[Path], str | None]:
-    """The eBPF objects and their exporter configs, or no files and why they were skipped."""
+def build_ebpf(
+    out_dir: Path, sources: Path, programs: list[str], *, vmlinux_h: Path | None
+) -> tuple[list[Path], str | None]:
+    """The eBPF objects and their exporter configs, or no files and why they were skipped.
+
+    With ``vmlinux_h`` (the kernel the programs will run on) a failure is an error; without it the host's BTF
+    stands in, and missing tools only skip the build.
+    """
     missing = [tool for tool in ("clang", "bpftool") if shutil.which(tool) is None]
-    if missing or not KERNEL_BTF.exists():
+    if vmlinux_h is None and (missing or not KERNEL_BTF.exists()):
         why = f"{', '.join(missing)} not installed" if missing else f"no kernel BTF at {KERNEL_BTF}"
         return [], f"eBPF object not built: {why} (apt-get install clang bpftool libbpf-dev)"
-    vmlinux = out_dir / "vmlinux.h"
-    with vmlinux.open("w") as header:
-        _run(["bpftool", "btf", "dump", "file", str(KERNEL_BTF), "format", "c"], stdout=header)
+    if missing:
+        raise TestbedError(f"{', '.join(missing)} not installed", hint="apt-get install clang bpftool libbpf-dev")
+    header = out_dir / "vmlinux.h"
+    if vmlinux_h is not None:
+        shutil.copyfile(vmlinux_h, header)
+    else:
+        header.write_text(run(["bpftool", "btf", "dump", "file", KERNEL_BTF, "format", "c"], timeout=60).stdout)
     files: list[Path] = []
-    for source in sorted(EBPF_DIR.glob("*.bpf.c")):
-        name = source.name.removesuffix(".bpf.c")
-        obj = out_dir / f"{name}.bpf.o"
-        _run(["clang", *BPF_CFLAGS, f"-I{out_dir}", "-c", str(source), "-o", str(obj)])
-        config = out_dir / f"{name}.yaml"
-        shutil.copyfile(EBPF_DIR / f"{name}.yaml", config)
-        files += [obj, config]
-    vmlinux.unlink()
+    try:
+        for name in programs:
+            source, config = sources / f"{name}.bpf.c", sources / f"{name}.yaml"
+            for needed in (source, config):
+                if not needed.is_file():
+                    raise TestbedError(
+                        f"ebpf.programs: {name} has no {needed.name} in {sources}",
+                        hint="each program is <name>.bpf.c and its ebpf_exporter config <name>.yaml",
+                    )
+            obj = out_dir / f"{name}.bpf.o"
+            try:
+                run(["clang", *BPF_CFLAGS, f"-I{out_dir}", "-c", source, "-o", obj], timeout=COMPILE_TIMEOUT)
+            except ToolError as exc:
+                raise TestbedError(f"{source.name} does not compile: {exc}") from None
+            shutil.copyfile(config, out_dir / config.name)
+            files += [obj, out_dir / config.name]
+    finally:
+        header.unlink(missing_ok=True)
     return files, None
 
 
-def _run(argv: list[str], **kwargs: Any) -> None:
-    kwargs.setdefault("stdout", subprocess.PIPE)
-    result = subprocess.run(argv, check=False, stderr=subprocess.PIPE, text=True, timeout=COMPILE_TIMEOUT, **kwargs)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
-        raise TestbedError(f"{argv[0]} failed (exit {result.returncode}):\n{tail}")
+def exporter_start_command(programs: list[str], python: str) -> str:
+    """Start (or restart) the eBPF exporter stand-in in the node's working directory and wait until attached."""
+    pid, state, log_file = EXPORTER_PID, EXPORTER_STATE, EXPORTER_LOG
+    standin = f"{REMOTE_DIR}/{STANDIN.name}"
+    argv = [
+        python, standin, "--config.dir", REMOTE_DIR, "--config.names", ",".join(programs),
+        "--web.listen-address", f"0.0.0.0:{GUEST_EXPORTER_PORT}", "--state-file", state, "--pid-file", pid,
+    ]  # fmt: skip
+    return f"""cd "$G5K_NODE_DIR" || exit 1
+if [ -f {pid} ]; then
+  old=$(cat {pid}); kill "$old" 2>/dev/null; i=0
+  while kill -0 "$old" 2>/dev/null; do i=$((i+1)); [ $i -gt 300 ] && exit 5; sleep 0.1; done
+fi
+rm -f {state}
+setsid {shlex.join(argv)} > {log_file} 2>&1 < /dev/null &
+child=$!
+i=0
+while [ "$(cat {state} 2>/dev/null)" != attached ]; do
+  if ! kill -0 "$child" 2>/dev/null; then tail -n 25 {log_file} >&2; exit 3; fi
+  i=$((i+1)); if [ $i -gt {ATTACH_TENTHS} ]; then echo "not attached within {ATTACH_TENTHS // 10} s" >&2; exit 4; fi
+  sleep 0.1
+done"""
+
+
+def exporter_toggle() -> dict[str, str]:
+    """The sweep's eBPF switch on the VM testbed: attach or detach through the running stand-in, then wait."""
+
+    def switch(signal_name: str, state: str) -> str:
+        return (
+            f'(kill -{signal_name} "$(cat {EXPORTER_PID})" && i=0 && '
+            f'while [ "$(cat {EXPORTER_STATE})" != {state} ]; do i=$((i+1)); '
+            f'if [ $i -gt {ATTACH_TENTHS} ]; then echo "eBPF programs not {state}" >&2; exit 1; fi; sleep 0.1; done)'
+        )
+
+    return {"on": switch("USR1", "attached"), "off": switch("USR2", "detached")}
 
 
 class ArtifactsMethod:
     name = "artifacts"
     bench_binary = f"./{REMOTE_DIR}/statx-bench"
-    ebpf_toggle: dict[str, str] | None = None
 
     def __init__(self) -> None:
         self._files: dict[str, str] = {}
+        self.ebpf_toggle: dict[str, str] | None = None
 
     def plan(self, context: DeployContext, nodes: list[str]) -> dict[str, Any]:
         out_dir = context.run_dir / REMOTE_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
         binary = build_statx_bench(context.run_dir / "build")
         shutil.copy2(binary, out_dir / binary.name)
-        ebpf_files, skipped = build_ebpf(out_dir)
+        ebpf = context.playbook.ebpf
+        kernel = context.kernel
+        ebpf_files, skipped = build_ebpf(
+            out_dir,
+            ebpf.source_dir(Path(context.record.playbook_path)),
+            ebpf.programs,
+            vmlinux_h=kernel.vmlinux_h if kernel else None,
+        )
         if skipped:
             log.warning("artifacts", note=skipped)
-        self._files = {f"{REMOTE_DIR}/{path.name}": _sha256(path) for path in [out_dir / binary.name, *ebpf_files]}
+        shipped = [out_dir / binary.name, *ebpf_files]
+        if kernel is not None:
+            shutil.copyfile(STANDIN, out_dir / STANDIN.name)
+            shipped.append(out_dir / STANDIN.name)
+            self.ebpf_toggle = exporter_toggle()
+        self._files = {f"{REMOTE_DIR}/{path.name}": _sha256(path) for path in shipped}
         return {
             "method": self.name,
             "nodes": nodes,
             "files": self._files,
-            "ebpf": skipped or "compiled against this machine's BTF",
+            "ebpf": skipped
+            or (
+                f"compiled against the VM kernel {kernel.release}; loaded on {', '.join(context.ebpf_nodes)} by our "
+                "stand-in for ebpf_exporter"
+                if kernel
+                else "compiled against this machine's BTF"
+            ),
         }
 
     def boot(self, context: DeployContext, nodes: list[str], *, deadline: float) -> dict[str, BootOutcome]:
@@ -113,7 +188,27 @@ class ArtifactsMethod:
                 outcomes[node] = BootOutcome(
                     ok=False, reason=f"cannot create {STATX_TARGET}: {made[node].error or made[node].stderr.strip()}"
                 )
+        if context.kernel is not None:
+            self._start_exporters(context, [n for n in nodes if outcomes[n].ok and n in context.ebpf_nodes], outcomes)
         return outcomes
 
-    def expectation(self, context: DeployContext) -> Expectation:  # noqa: ARG002 - the same for every run
-        return Expectation(files=dict(self._files))
+    def _start_exporters(self, context: DeployContext, nodes: list[str], outcomes: dict[str, BootOutcome]) -> None:
+        command = exporter_start_command(context.playbook.ebpf.programs, sys.executable)
+        started = context.runner.run(nodes, command, timeout=ATTACH_TENTHS / 10 + 60)
+        for node in nodes:
+            result = started[node]
+            if result.ok:
+                continue
+            lines = tuple(result.stderr.strip().splitlines()[-25:])
+            why = " | ".join(lines[-4:]) or result.error or f"exit code {result.exit_code}"
+            outcomes[node] = BootOutcome(
+                ok=False, reason=f"the eBPF programs did not load and attach (stand-in for ebpf_exporter): {why}",
+                log=lines,
+            )  # fmt: skip
+
+    def expectation(self, context: DeployContext) -> Expectation:
+        if context.kernel is None:
+            return Expectation(files=dict(self._files))
+        return Expectation(
+            files=dict(self._files), kernel_options=True, exporter=True, ebpf_nodes=frozenset(context.ebpf_nodes)
+        )

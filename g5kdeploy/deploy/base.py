@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,19 +11,12 @@ from g5kdeploy.playbook import Playbook
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
+from g5kdeploy.tools.kernel import BuiltKernel
 
-#: The kernel options the statx override needs: the same file the Nix kernel module forces.
-KERNEL_OPTIONS_FILE = Path(__file__).resolve().parents[2] / "nix" / "kernel-options.json"
 #: The eBPF exporter's systemd unit on NixOS nodes (nix/modules/ebpf.nix); starting it attaches the program.
 EXPORTER_UNIT = "prometheus-ebpf-exporter"
 EXPORTER_PORT = 9435
 NIXOS_EBPF_TOGGLE = {"on": f"systemctl start {EXPORTER_UNIT}", "off": f"systemctl stop {EXPORTER_UNIT}"}
-
-
-def kernel_options() -> dict[str, str]:
-    """``{"BPF_KPROBE_OVERRIDE": "y", ...}`` from nix/kernel-options.json."""
-    options: dict[str, str] = json.loads(KERNEL_OPTIONS_FILE.read_text())
-    return options
 
 
 @dataclass
@@ -38,6 +30,9 @@ class DeployContext:
     api: Api
     clock: Clock
     workdirs: dict[str, str]
+    #: The experiment's kernel when the testbed builds it (VM testbed), and the nodes that run it.
+    kernel: BuiltKernel | None = None
+    ebpf_nodes: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -60,6 +55,8 @@ class Expectation:
     exporter: bool = False
     #: remote path (relative to the node's working directory) → sha256.
     files: dict[str, str] = field(default_factory=dict)
+    #: The nodes ``kernel_options`` and ``exporter`` are about (None: every node).
+    ebpf_nodes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

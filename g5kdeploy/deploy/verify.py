@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from g5kdeploy.deploy.base import EXPORTER_PORT, Expectation, kernel_options
+from g5kdeploy.deploy.base import EXPORTER_PORT, Expectation
 from g5kdeploy.remote import CommandResult, SshRunner
+from g5kdeploy.tools.kernel import kernel_options
 
 PROBE_TIMEOUT = 60.0
 _METRICS = f"http://127.0.0.1:{EXPORTER_PORT}/metrics"
@@ -85,7 +86,8 @@ def judge(
         problems.append("boot id unchanged: the node did not reboot")
     if expectation.marker and f"g5k.run={marker}" not in str(facts.get("cmdline", "")).split():
         problems.append(f"g5k.run={marker} missing from /proc/cmdline: the node runs another system")
-    if expectation.kernel_options:
+    ebpf = expectation.ebpf_nodes is None or node in expectation.ebpf_nodes
+    if expectation.kernel_options and ebpf:
         wrong = [
             f"CONFIG_{name}={facts['config'].get(name, 'unset')}"
             for name, value in sorted(kernel_options().items())
@@ -96,7 +98,7 @@ def judge(
     wanted = expectation.toplevel.get(node)
     if wanted and facts.get("system") != wanted:
         problems.append(f"/run/current-system is {facts.get('system') or 'absent'}, expected {wanted}")
-    if expectation.exporter:
+    if expectation.exporter and ebpf:
         attached = [m for m in facts["metrics"] if m.startswith("ebpf_exporter_ebpf_program_attached")]
         if not facts["metrics"]:
             problems.append(f"ebpf_exporter does not answer on {_METRICS}")

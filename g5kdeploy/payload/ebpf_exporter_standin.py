@@ -409,9 +409,18 @@ def parse_config(text: str, name: str, directory: Path) -> Config:
     if document is None:
         raise ConfigError(f'error parsing "{source}" for config "{name}": the file is empty')
     top = _Yaml(document, "", source).items(("name", "metrics", "tracing", "kaddrs", "cgroup_id_map"))
-    for unsupported, what in (("tracing", "tracing spans"), ("kaddrs", "kaddrs"), ("cgroup_id_map", "cgroup_id_map")):
-        if unsupported in top and not top[unsupported].is_null():
-            raise ConfigError(f"{source}: {unsupported}: {what} are not supported by the ebpf_exporter stand-in")
+    # What ebpf_exporter does with these (tracing spans, kernel addresses in globals, a cgroup id map) needs more
+    # than maps of counts: refused when used, the way exporter.go decides they are used.
+    tracing = top["tracing"].items(("spans",)) if "tracing" in top else {}
+    cgroup_id_map = top["cgroup_id_map"].items(("name", "type", "regexps")) if "cgroup_id_map" in top else {}
+    used = {
+        "tracing.spans": "spans" in tracing and bool(tracing["spans"].sequence()),
+        "kaddrs": "kaddrs" in top and bool(top["kaddrs"].sequence()),
+        "cgroup_id_map": "name" in cgroup_id_map and bool(cgroup_id_map["name"].string()),
+    }
+    unsupported = [field_name for field_name, is_used in used.items() if is_used]
+    if unsupported:
+        raise ConfigError(f"{source}: {', '.join(unsupported)}: not supported by the ebpf_exporter stand-in")
     metrics = top["metrics"].items(("counters", "histograms")) if "metrics" in top else {}
     metrics = {key: value for key, value in metrics.items() if not value.is_null()}  # null is Go's nil slice
     if not metrics:
@@ -898,6 +907,9 @@ class Renderer:
     ) -> str:
         """The /metrics text for one scrape. ``maps``: config name -> map name -> contents (None: unreadable)."""
         families: list[_Family] = []
+        # Collect sends the decoder errors CounterVec before it reads the maps, and the registry writes it out as
+        # it arrives: a scrape shows the errors of the scrapes before it, not its own.
+        errors_before = dict(self.decoder_errors)
 
         enabled = _Family(f"{NAMESPACE}_enabled_configs", "The set of enabled configs", "gauge")
         for config in self.configs:
@@ -932,13 +944,10 @@ class Renderer:
                 if rows is not None:
                     families.append(self._histogram_family(config, histogram, rows))
 
-        # Collect sends this CounterVec before the maps are read, but the registry only reads it after: the
-        # errors of this scrape are in it (ebpf_exporter's exact value races; this is its usual outcome).
-        errors = _Family(
-            f"{NAMESPACE}_decoder_errors_total", "How many times has decoders encountered errors", "counter"
-        )
+        help_text = "How many times has decoders encountered errors"
+        errors = _Family(f"{NAMESPACE}_decoder_errors_total", help_text, "counter")
         for config in self.configs:
-            errors.add(["config"], [config.name], float(self.decoder_errors[config.name]))
+            errors.add(["config"], [config.name], float(errors_before[config.name]))
         standin = _Family(
             f"{NAMESPACE}_standin_info",
             "This is NOT ebpf_exporter but g5kdeploy's stand-in for it (VM testbed): same configs, maps and metrics",
@@ -994,6 +1003,8 @@ LIBBPF_FUNCTIONS: tuple[tuple[str, Any, tuple[Any, ...]], ...] = (
 class Libbpf:
     """The host's libbpf 1.x, with its log (and the verifier's) captured rather than printed."""
 
+    _print: Any = None
+
     def __init__(self, path: str | None = None, *, debug: bool = False) -> None:
         self.lib = self._open(path)
         for name, restype, argtypes in LIBBPF_FUNCTIONS:
@@ -1015,8 +1026,10 @@ class Libbpf:
         self.va_list_size = _VA_LIST_SIZE[machine]
         self.debug = debug
         self._captured: list[tuple[int, str]] | None = None
-        self._print = _PRINT_FN(self._on_print)  # referenced for as long as libbpf may call it
-        self.lib.libbpf_set_print(self._print)
+        # libbpf keeps one print function for the whole process: the class holds the last one set, so that it
+        # outlives the instance that set it
+        Libbpf._print = _PRINT_FN(self._on_print)
+        self.lib.libbpf_set_print(Libbpf._print)
 
     def _open(self, path: str | None) -> ctypes.CDLL:
         failures = []
@@ -1082,9 +1095,8 @@ def _libbpf_lines(captured: Sequence[tuple[int, str]]) -> list[str]:
     """libbpf's warnings, without the verifier log they may carry."""
     lines = []
     for level, text in captured:
-        if level == _LIBBPF_WARN:
-            head = text.split("-- BEGIN PROG LOAD LOG --")[0]
-            lines += [line.strip() for line in head.splitlines() if line.strip()]
+        if level == _LIBBPF_WARN and "-- BEGIN PROG LOAD LOG --" not in text:
+            lines += [line.strip() for line in text.splitlines() if line.strip()]
     return lines
 
 
@@ -1469,11 +1481,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 SIGNALS = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT}
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, build: Callable[[], Exporter]) -> int:
     started = time.monotonic()
-    configs = parse_configs(args.config_dir, args.config_names.split(","))
-    lib = Libbpf(args.libbpf, debug=args.debug)
-    exporter = Exporter(lib, configs)
+    # Signals wait for the main loop (sigwait), in every thread: none interrupts a libbpf call or a scrape, and
+    # one that arrives while the programs load is handled once the exporter serves.
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    exporter = build()
     server: http.server.ThreadingHTTPServer | None = None
 
     def state(text: str) -> None:
@@ -1486,14 +1499,13 @@ def _serve(args: argparse.Namespace) -> int:
             exporter.attach()
         server = listen(args.listen, _handler(exporter.scrape, args.metrics_path))
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-        programs = sum(len(obj.programs) for obj in exporter.objects)
         LOG.info(
-            "Started with %d programs found in %d configs in %dms (%s), listening on %s",
-            programs,
-            len(configs),
+            "Started with %d programs found in %d configs in %dms (%s), listening on %s:%d",
+            sum(len(obj.programs) for obj in exporter.objects),
+            len(exporter.configs),
             (time.monotonic() - started) * 1000,
             "attached" if exporter.attached else "detached",
-            args.listen,
+            *server.server_address[:2],
         )
         state("attached" if exporter.attached else "detached")
         while True:
@@ -1503,7 +1515,7 @@ def _serve(args: argparse.Namespace) -> int:
                     exporter.attach()
                 except BpfError as e:
                     LOG.error("%s", e)
-                    state("failed: " + str(e).replace("\n", " "))
+                    state("failed: " + " ".join(str(e).split()))
                     continue
                 LOG.info("Attached on SIGUSR1")
                 state("attached")
@@ -1525,25 +1537,25 @@ def _serve(args: argparse.Namespace) -> int:
         exporter.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def configure_logging(debug: bool) -> None:
+    """Go's log format (date time message), every line naming the stand-in."""
     logging.basicConfig(
         stream=sys.stderr,
-        level=logging.INFO,
+        level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s ebpf_exporter stand-in: %(message)s",
         datefmt="%Y/%m/%d %H:%M:%S",
     )
-    args = _parse_args(argv)
-    if args.debug:
-        LOG.setLevel(logging.DEBUG)
-    # Signals wait for the main loop (sigwait), in every thread: none interrupts a libbpf call or a scrape.
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+
+def run(args: argparse.Namespace, build: Callable[[], Exporter]) -> int:
+    """Serve until SIGTERM/SIGINT, with the pid file for the whole run; errors become one line and an exit code."""
     if args.state_file:
         with contextlib.suppress(FileNotFoundError):
             args.state_file.unlink()  # a stale "attached" must not be read as this run's
     try:
         if args.pid_file:
             write_atomically(args.pid_file, f"{os.getpid()}\n")
-        return _serve(args)
+        return _serve(args, build)
     except ConfigError as e:
         LOG.error("%s", e)
         return 2
@@ -1559,6 +1571,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.pid_file:
             with contextlib.suppress(OSError):
                 args.pid_file.unlink()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    configure_logging(args.debug)
+
+    def build() -> Exporter:
+        configs = parse_configs(args.config_dir, args.config_names.split(","))
+        return Exporter(Libbpf(args.libbpf, debug=args.debug), configs)
+
+    return run(args, build)
 
 
 if __name__ == "__main__":

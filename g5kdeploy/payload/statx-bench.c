@@ -12,9 +12,9 @@
  * Each of T threads makes W untimed calls, waits for the others, then makes N timed calls, cycling through
  * the paths (call i uses path i % npaths). Per-call latency is the delta between consecutive clock reads
  * (rdtsc on x86 with an invariant TSC, calibrated against CLOCK_MONOTONIC; CLOCK_MONOTONIC elsewhere),
- * recorded in a per-thread log-linear histogram: the loop stores each stamp, and every 256 calls the batch is
- * folded into the histogram, outside any call's measured time (see timed_loop). --bare runs the same loop
- * without any per-call clock.
+ * recorded in a per-thread, per-path log-linear histogram: the loop stores each stamp, and every 256 calls the
+ * batch is folded into the histograms, outside any call's measured time (see timed_loop). --bare runs the same
+ * loop without any per-call clock.
  *
  * --json prints one object (keys may be added in later versions, never removed):
  *   {"tool": "statx-bench", "version": 1,
@@ -26,7 +26,16 @@
  *    "histogram": {"sub_bucket_bits": 5, "buckets": [{"lo_ns", "hi_ns", "count"}, ..]}  ([] with --bare),
  *    "errors": {"ENOENT": n, ..}, "errors_total": n,
  *    "statx": {"<path>": {"ok": true, "mask", "size", "mode": "0100644", "uid", "gid", "ino", "nlink",
- *                         "atime": {"sec", "nsec"}, "mtime", "ctime", "btime"} | {"ok": false, "errno": "ENOENT"}}}
+ *                         "blksize", "blocks", "atime": {"sec", "nsec"}, "mtime", "ctime", "btime"}
+ *              | {"ok": false, "errno": "ENOENT"}},
+ *    "per_path": {"<path>": {"calls", "warmup_calls", "timed_calls", "sample_calls", "errors_total",
+ *                            "latency_ns": {..}, "histogram": {"buckets": [..]}}}}
+ *
+ * "statx" and "per_path" have one entry per distinct path (a path given twice is one entry, its calls summed).
+ * per_path.calls is every statx(2) the program made on that path, all threads: warm-up, timed, and the
+ * sample call whose answer "statx" shows (what an eBPF counter of calls on that path must count).
+ * per_path.errors_total counts failed timed calls; latency_ns and histogram are those of its timed calls
+ * (null and [] with --bare, or when the path got no timed call).
  *
  * Build: cc -O2 -Wall -Wextra -pthread -o statx-bench statx-bench.c   (C11 + GNU extensions, Linux only)
  * Exit status: 0 when the run completed (statx errors are counted, not fatal), 1 on a system failure
@@ -84,22 +93,28 @@ struct options {
     bool bare;
 };
 
-/* What one worker hands back. Its histogram and error counts live in thread-local arrays while it runs and
- * are added into the shared totals once at the end, so threads never share a cache line in the timed loop. */
+/* The timed calls of one path index (opt->paths[i]) by one thread, or merged over threads. */
+struct path_tally {
+    uint64_t ticks; /* sum of the per-call deltas, in clock ticks */
+    uint64_t min_ticks, max_ticks;
+    uint64_t errors;
+};
+
+/* What one worker hands back. Its histograms and tallies (one per path index) are its own allocations, merged
+ * by main after the join, and its error counts a thread-local array added into the shared totals at the end,
+ * so threads never share a cache line in the timed loop. */
 struct worker {
     pthread_t thread;
     const struct options *opt;
     pthread_barrier_t *barrier;
     bool use_tsc;
     uint64_t mono_start_ns, mono_end_ns; /* the timed phase, CLOCK_MONOTONIC */
-    uint64_t ticks_total;                /* sum of the per-call deltas, in clock ticks */
-    uint64_t min_ticks, max_ticks;
+    uint64_t *hist;                      /* npaths x NBUCKETS: the histogram of path index p at p * NBUCKETS */
+    struct path_tally *tally;            /* npaths */
 };
 
 static pthread_mutex_t merge_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t merged_hist[NBUCKETS];
 static uint64_t merged_errors[ERRNO_SLOTS];
-static __thread uint64_t tls_hist[NBUCKETS];
 static __thread uint64_t tls_errors[ERRNO_SLOTS];
 
 static const struct {
@@ -205,22 +220,33 @@ static void touch(const struct options *opt, struct statx *buf) {
     (void)sink;
 }
 
-/* Adds one batch of clock stamps to the thread's histogram, extremes and sum. Kept out of line: the timed loop
- * stays a syscall, a clock read and a store. */
-static __attribute__((noinline)) void fold_stamps(struct worker *w, const uint64_t *stamps, unsigned n,
-                                                  uint64_t prev) {
-    uint64_t min = w->min_ticks, max = w->max_ticks;
-    const uint64_t first = prev;
-    for (unsigned i = 0; i < n; i++) {
-        uint64_t d = stamps[i] - prev;
-        prev = stamps[i];
-        tls_hist[bucket_of(d)]++;
-        min = d < min ? d : min;
-        max = d > max ? d : max;
+/* Adds one batch of clock stamps to the histogram, extremes and sum of the path each call used: stamp i is the
+ * call on path index (p + i) % npaths, p being the path of the batch's first call, and stamps[-1] is the clock
+ * read before that call. One pass per path over every npaths-th stamp keeps that path's sum and extremes in
+ * registers. Kept out of line: the timed loop stays a syscall, a clock read and a store. */
+static __attribute__((noinline)) void fold_stamps(struct worker *w, const uint64_t *stamps, unsigned n, size_t p) {
+    const size_t npaths = w->opt->npaths;
+    for (size_t first = 0; first < npaths && first < n; first++) {
+        struct path_tally *t = &w->tally[p];
+        uint64_t *hist = w->hist + p * NBUCKETS;
+        uint64_t sum = t->ticks, min = t->min_ticks, max = t->max_ticks;
+        for (size_t i = first; i < n; i += npaths) {
+            const uint64_t d = stamps[i] - stamps[i - 1];
+            hist[bucket_of(d)]++;
+            sum += d;
+            min = d < min ? d : min;
+            max = d > max ? d : max;
+        }
+        t->ticks = sum;
+        t->min_ticks = min;
+        t->max_ticks = max;
+        if (++p == npaths) p = 0;
     }
-    w->ticks_total += prev - first; /* the deltas telescope: their sum is last - first */
-    w->min_ticks = min;
-    w->max_ticks = max;
+}
+
+static __attribute__((noinline, cold)) void count_error(struct worker *w, size_t p) {
+    tls_errors[errno & (ERRNO_SLOTS - 1)]++;
+    w->tally[p].errors++;
 }
 
 /* always_inline with a constant use_tsc: the clock choice is made once, outside the loop.
@@ -232,22 +258,21 @@ static __attribute__((noinline)) void fold_stamps(struct worker *w, const uint64
 static inline __attribute__((always_inline)) void timed_loop(struct worker *w, struct statx *buf, bool use_tsc) {
     const char **paths = w->opt->paths;
     const size_t npaths = w->opt->npaths;
-    uint64_t stamps[STAMP_BATCH];
+    uint64_t batch[1 + STAMP_BATCH];
+    uint64_t *const stamps = batch + 1; /* stamps[-1]: the read before the batch's first call */
     size_t p = 0;
-    w->ticks_total = 0;
-    w->min_ticks = UINT64_MAX;
-    w->max_ticks = 0;
     for (uint64_t left = w->opt->iterations; left > 0;) {
         const unsigned n = left < STAMP_BATCH ? (unsigned)left : STAMP_BATCH;
-        const uint64_t start = read_ticks(use_tsc);
+        const size_t first = p;
+        stamps[-1] = read_ticks(use_tsc);
         for (unsigned i = 0; i < n; i++) {
             long r = do_statx(paths[p], buf);
             /* Delta between consecutive reads: one clock read per call, loop overhead included. */
             stamps[i] = read_ticks(use_tsc);
-            if (__builtin_expect(r < 0, 0)) tls_errors[errno & (ERRNO_SLOTS - 1)]++;
+            if (__builtin_expect(r < 0, 0)) count_error(w, p);
             if (++p == npaths) p = 0; /* a compare instead of i % npaths: no division in the loop */
         }
-        fold_stamps(w, stamps, n, start);
+        fold_stamps(w, stamps, n, first);
         left -= n;
     }
 }
@@ -263,8 +288,8 @@ static void *worker_main(void *arg) {
         do_statx(opt->paths[p], &buf);
         if (++p == opt->npaths) p = 0;
     }
-    memset(tls_hist, 0, sizeof tls_hist);
     memset(tls_errors, 0, sizeof tls_errors);
+    for (size_t i = 0; i < opt->npaths; i++) w->tally[i] = (struct path_tally){.min_ticks = UINT64_MAX};
     touch(opt, &buf);
     pthread_barrier_wait(w->barrier);
 
@@ -274,7 +299,7 @@ static void *worker_main(void *arg) {
         const uint64_t n = opt->iterations;
         p = 0;
         for (uint64_t i = 0; i < n; i++) {
-            if (__builtin_expect(do_statx(opt->paths[p], &buf) < 0, 0)) tls_errors[errno & (ERRNO_SLOTS - 1)]++;
+            if (__builtin_expect(do_statx(opt->paths[p], &buf) < 0, 0)) count_error(w, p);
             if (++p == opt->npaths) p = 0;
         }
     } else if (w->use_tsc) {
@@ -285,7 +310,6 @@ static void *worker_main(void *arg) {
     w->mono_end_ns = mono_ns();
 
     pthread_mutex_lock(&merge_lock);
-    for (unsigned i = 0; i < NBUCKETS; i++) merged_hist[i] += tls_hist[i];
     for (unsigned e = 0; e < ERRNO_SLOTS; e++) merged_errors[e] += tls_errors[e];
     pthread_mutex_unlock(&merge_lock);
     return NULL;
@@ -455,16 +479,33 @@ static void parse_args(int argc, char **argv, struct options *opt) {
 
 /* ---------------------------------------------------------------------------------------------------- */
 
+/* Latency figures in ns; all NAN when not measured (--bare, or no timed call). */
+struct latency {
+    double min, mean, p50, p90, p99, p999, max;
+};
+
+/* One distinct path: every index of opt->paths that names it, merged over the threads. */
+struct path_summary {
+    const char *path;
+    uint64_t warmup_calls, timed_calls, sample_calls;
+    struct path_tally tally;
+    uint64_t *hist; /* NBUCKETS */
+    struct latency latency;
+};
+
 struct summary {
     uint64_t calls;
     double duration_s, calls_per_s;
     double tick_ns; /* ns per clock tick */
     double tsc_hz;  /* NAN unless the TSC was used */
     bool timed;
-    double min, mean, p50, p90, p99, p999, max; /* ns */
+    struct latency latency;
+    uint64_t *hist; /* NBUCKETS, every timed call */
+    struct path_summary *paths;
+    size_t npaths; /* distinct paths */
 };
 
-/* Percentile from the merged histogram: the upper bound of the bucket holding the rank (its largest tick
+/* Percentile from a merged histogram: the upper bound of the bucket holding the rank (its largest tick
  * value), clamped to the exact [min, max]. So a percentile is never under-reported, overstates by at most
  * one bucket width (~3 %), and the order min <= p50 <= ... <= max holds by construction. */
 static double percentile(const uint64_t *hist, uint64_t calls, unsigned per_mille, uint64_t min, uint64_t max) {
@@ -485,6 +526,32 @@ static double percentile(const uint64_t *hist, uint64_t calls, unsigned per_mill
     return (double)max;
 }
 
+static struct latency latency_of(const uint64_t *hist, uint64_t calls, const struct path_tally *t, double tick_ns,
+                                 bool timed) {
+    if (!timed || calls == 0) return (struct latency){NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    return (struct latency){
+        .min = (double)t->min_ticks * tick_ns,
+        .mean = (double)t->ticks / (double)calls * tick_ns,
+        .p50 = percentile(hist, calls, 500, t->min_ticks, t->max_ticks) * tick_ns,
+        .p90 = percentile(hist, calls, 900, t->min_ticks, t->max_ticks) * tick_ns,
+        .p99 = percentile(hist, calls, 990, t->min_ticks, t->max_ticks) * tick_ns,
+        .p999 = percentile(hist, calls, 999, t->min_ticks, t->max_ticks) * tick_ns,
+        .max = (double)t->max_ticks * tick_ns,
+    };
+}
+
+static void merge_tally(struct path_tally *into, const struct path_tally *from) {
+    into->ticks += from->ticks;
+    into->errors += from->errors;
+    into->min_ticks = from->min_ticks < into->min_ticks ? from->min_ticks : into->min_ticks;
+    into->max_ticks = from->max_ticks > into->max_ticks ? from->max_ticks : into->max_ticks;
+}
+
+/* How many of k calls that cycle through npaths paths, starting at index 0, use path index i. */
+static uint64_t share_of(uint64_t k, size_t npaths, size_t i) {
+    return k / npaths + (i < k % npaths ? 1 : 0);
+}
+
 static void print_statx_json(FILE *out, const char *path) {
     struct statx st;
     memset(&st, 0, sizeof st);
@@ -497,9 +564,10 @@ static void print_statx_json(FILE *out, const char *path) {
     }
     fprintf(out,
             "{\"ok\": true, \"mask\": %" PRIu32 ", \"size\": %" PRIu64 ", \"mode\": \"0%o\", \"uid\": %" PRIu32
-            ", \"gid\": %" PRIu32 ", \"ino\": %" PRIu64 ", \"nlink\": %" PRIu32,
+            ", \"gid\": %" PRIu32 ", \"ino\": %" PRIu64 ", \"nlink\": %" PRIu32 ", \"blksize\": %" PRIu32
+            ", \"blocks\": %" PRIu64,
             st.stx_mask, (uint64_t)st.stx_size, (unsigned)st.stx_mode, st.stx_uid, st.stx_gid, (uint64_t)st.stx_ino,
-            st.stx_nlink);
+            st.stx_nlink, st.stx_blksize, (uint64_t)st.stx_blocks);
     const struct {
         const char *name;
         struct statx_timestamp *ts;
@@ -510,49 +578,36 @@ static void print_statx_json(FILE *out, const char *path) {
     fputc('}', out);
 }
 
-static void print_json(const struct options *opt, const struct summary *s, const uint64_t *hist,
-                       const uint64_t *errors) {
-    FILE *out = stdout;
-    fputs("{\"tool\": \"statx-bench\", \"version\": 1, \"config\": {\"paths\": [", out);
-    for (size_t i = 0; i < opt->npaths; i++) {
-        if (i) fputs(", ", out);
-        json_string(out, opt->paths[i]);
-    }
-    fprintf(out, "], \"iterations\": %" PRIu64 ", \"threads\": %" PRIu64 ", \"warmup\": %" PRIu64
-                 ", \"bare\": %s, \"clock\": \"%s\", \"tsc_hz\": ",
-            opt->iterations, opt->threads, opt->warmup, opt->bare ? "true" : "false",
-            isnan(s->tsc_hz) ? "monotonic" : "tsc");
-    json_number(out, s->tsc_hz);
-    fprintf(out, "}, \"calls\": %" PRIu64 ", \"duration_s\": %.9f, \"calls_per_s\": ", s->calls, s->duration_s);
-    json_number(out, s->calls_per_s);
-
-    fputs(", \"latency_ns\": {", out);
+static void print_latency_json(FILE *out, const struct latency *l) {
     const struct {
         const char *name;
         double v;
-    } lat[] = {{"min", s->min}, {"mean", s->mean}, {"p50", s->p50},  {"p90", s->p90},
-               {"p99", s->p99}, {"p999", s->p999}, {"max", s->max}};
+    } lat[] = {{"min", l->min}, {"mean", l->mean}, {"p50", l->p50},  {"p90", l->p90},
+               {"p99", l->p99}, {"p999", l->p999}, {"max", l->max}};
+    fputc('{', out);
     for (size_t i = 0; i < sizeof lat / sizeof lat[0]; i++) {
         fprintf(out, "%s\"%s\": ", i ? ", " : "", lat[i].name);
-        json_number(out, s->timed ? lat[i].v : NAN);
+        json_number(out, lat[i].v);
     }
+    fputc('}', out);
+}
 
-    /* Bucket bounds are rounded to whole ns; rounding both ends keeps adjacent buckets tiling exactly.
-     * Buckets narrower than 1 ns (only for tiny TSC tick counts) are widened to 1 ns and merged with any
-     * neighbour they then overlap, so the list stays ascending and non-overlapping and the counts still
-     * sum to the number of calls. */
-    fprintf(out, "}, \"histogram\": {\"sub_bucket_bits\": %d, \"buckets\": [", SUB_BITS);
+/* Bucket bounds are rounded to whole ns; rounding both ends keeps adjacent buckets tiling exactly. Buckets
+ * narrower than 1 ns (only for tiny TSC tick counts) are widened to 1 ns and merged with any neighbour they
+ * then overlap, so the list stays ascending and non-overlapping and the counts still sum to the calls. */
+static void print_buckets_json(FILE *out, const uint64_t *hist, double tick_ns, bool timed) {
+    fputc('[', out);
     bool have = false, first = true;
     long long cur_lo = 0, cur_hi = 0;
     uint64_t cur_count = 0;
-    for (unsigned i = 0; s->timed && i <= NBUCKETS; i++) {
+    for (unsigned i = 0; timed && i <= NBUCKETS; i++) {
         long long lo_ns = 0, hi_ns = 0;
         if (i < NBUCKETS) {
             if (!hist[i]) continue;
             double lo, hi;
             bucket_bounds(i, &lo, &hi);
-            double hi_scaled = hi * s->tick_ns;
-            lo_ns = (long long)(lo * s->tick_ns + 0.5);
+            double hi_scaled = hi * tick_ns;
+            lo_ns = (long long)(lo * tick_ns + 0.5);
             hi_ns = (long long)((hi_scaled < 9e18 ? hi_scaled : 9e18) + 0.5);
             if (hi_ns <= lo_ns) hi_ns = lo_ns + 1;
             if (have && lo_ns < cur_hi) {
@@ -573,8 +628,29 @@ static void print_json(const struct options *opt, const struct summary *s, const
             cur_count = hist[i];
         }
     }
+    fputc(']', out);
+}
 
-    fputs("]}, \"errors\": {", out);
+static void print_json(const struct options *opt, const struct summary *s, const uint64_t *errors) {
+    FILE *out = stdout;
+    fputs("{\"tool\": \"statx-bench\", \"version\": 1, \"config\": {\"paths\": [", out);
+    for (size_t i = 0; i < opt->npaths; i++) {
+        if (i) fputs(", ", out);
+        json_string(out, opt->paths[i]);
+    }
+    fprintf(out, "], \"iterations\": %" PRIu64 ", \"threads\": %" PRIu64 ", \"warmup\": %" PRIu64
+                 ", \"bare\": %s, \"clock\": \"%s\", \"tsc_hz\": ",
+            opt->iterations, opt->threads, opt->warmup, opt->bare ? "true" : "false",
+            isnan(s->tsc_hz) ? "monotonic" : "tsc");
+    json_number(out, s->tsc_hz);
+    fprintf(out, "}, \"calls\": %" PRIu64 ", \"duration_s\": %.9f, \"calls_per_s\": ", s->calls, s->duration_s);
+    json_number(out, s->calls_per_s);
+    fputs(", \"latency_ns\": ", out);
+    print_latency_json(out, &s->latency);
+    fprintf(out, ", \"histogram\": {\"sub_bucket_bits\": %d, \"buckets\": ", SUB_BITS);
+    print_buckets_json(out, s->hist, s->tick_ns, s->timed);
+
+    fputs("}, \"errors\": {", out);
     uint64_t total = 0;
     for (int e = 0; e < ERRNO_SLOTS; e++) {
         if (!errors[e]) continue;
@@ -582,14 +658,26 @@ static void print_json(const struct options *opt, const struct summary *s, const
         fprintf(out, "%s\"%s\": %" PRIu64, total ? ", " : "", errno_name(e, buf, sizeof buf), errors[e]);
         total += errors[e];
     }
-    fprintf(out, "}, \"errors_total\": %" PRIu64 ", \"statx\": {", total);
-    size_t printed = 0;
-    for (size_t i = 0; i < opt->npaths; i++) {
-        bool seen = false; /* one entry per distinct path: JSON objects should not repeat keys */
-        for (size_t j = 0; j < i && !seen; j++) seen = !strcmp(opt->paths[i], opt->paths[j]);
-        if (seen) continue;
-        if (printed++) fputs(", ", out);
-        print_statx_json(out, opt->paths[i]);
+    fprintf(out, "}, \"errors_total\": %" PRIu64 ", \"per_path\": {", total);
+    for (size_t i = 0; i < s->npaths; i++) {
+        const struct path_summary *ps = &s->paths[i];
+        if (i) fputs(", ", out);
+        json_string(out, ps->path);
+        fprintf(out,
+                ": {\"calls\": %" PRIu64 ", \"warmup_calls\": %" PRIu64 ", \"timed_calls\": %" PRIu64
+                ", \"sample_calls\": %" PRIu64 ", \"errors_total\": %" PRIu64 ", \"latency_ns\": ",
+                ps->warmup_calls + ps->timed_calls + ps->sample_calls, ps->warmup_calls, ps->timed_calls,
+                ps->sample_calls, ps->tally.errors);
+        print_latency_json(out, &ps->latency);
+        fputs(", \"histogram\": {\"buckets\": ", out);
+        print_buckets_json(out, ps->hist, s->tick_ns, s->timed);
+        fputs("}}", out);
+    }
+    /* Last: these are the sample calls per_path counts, one per distinct path. */
+    fputs("}, \"statx\": {", out);
+    for (size_t i = 0; i < s->npaths; i++) {
+        if (i) fputs(", ", out);
+        print_statx_json(out, s->paths[i].path);
     }
     fputs("}}\n", out);
 }
@@ -599,9 +687,10 @@ static void print_human(const struct options *opt, const struct summary *s, cons
            "(wall, all threads)\n",
            opt->npaths, opt->threads, opt->iterations, opt->bare ? " (bare)" : "", s->calls_per_s,
            s->duration_s * 1e9 * (double)opt->threads / (double)s->calls);
+    const struct latency *l = &s->latency;
     if (s->timed)
         printf("latency ns (%s): min %.0f  mean %.1f  p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n",
-               isnan(s->tsc_hz) ? "monotonic" : "tsc", s->min, s->mean, s->p50, s->p90, s->p99, s->p999, s->max);
+               isnan(s->tsc_hz) ? "monotonic" : "tsc", l->min, l->mean, l->p50, l->p90, l->p99, l->p999, l->max);
     uint64_t total = 0;
     for (int e = 0; e < ERRNO_SLOTS; e++) {
         if (!errors[e]) continue;
@@ -624,6 +713,44 @@ static void print_human(const struct options *opt, const struct summary *s, cons
     }
 }
 
+/* The workers' histograms and tallies, merged per distinct path and over everything; the call counts of each
+ * path follow from the loops' order (call i of a loop of k uses path index i % npaths, from 0 in every
+ * thread). Returns false when memory runs out. */
+static bool summarise_paths(const struct options *opt, const struct worker *workers, struct summary *s) {
+    const size_t n = opt->npaths;
+    s->paths = calloc(n, sizeof *s->paths);
+    uint64_t *hists = calloc((n + 1) * NBUCKETS, sizeof *hists);
+    if (!s->paths || !hists) return false;
+    s->hist = hists + n * NBUCKETS;
+    struct path_tally all = {.min_ticks = UINT64_MAX};
+    for (size_t i = 0; i < n; i++) {
+        size_t slot = 0;
+        while (slot < s->npaths && strcmp(s->paths[slot].path, opt->paths[i]) != 0) slot++;
+        struct path_summary *ps = &s->paths[slot];
+        if (slot == s->npaths) {
+            s->npaths++;
+            *ps = (struct path_summary){.path = opt->paths[i], .sample_calls = opt->json ? 1 : 0,
+                                        .tally = {.min_ticks = UINT64_MAX}, .hist = hists + slot * NBUCKETS};
+        }
+        ps->warmup_calls += opt->threads * share_of(opt->warmup, n, i);
+        ps->timed_calls += opt->threads * share_of(opt->iterations, n, i);
+        for (uint64_t t = 0; t < opt->threads; t++) {
+            const struct worker *w = &workers[t];
+            const uint64_t *h = w->hist + i * NBUCKETS;
+            for (unsigned b = 0; b < NBUCKETS; b++) ps->hist[b] += h[b];
+            merge_tally(&ps->tally, &w->tally[i]);
+        }
+    }
+    for (size_t slot = 0; slot < s->npaths; slot++) {
+        struct path_summary *ps = &s->paths[slot];
+        for (unsigned b = 0; b < NBUCKETS; b++) s->hist[b] += ps->hist[b];
+        merge_tally(&all, &ps->tally);
+        ps->latency = latency_of(ps->hist, ps->timed_calls, &ps->tally, s->tick_ns, s->timed);
+    }
+    s->latency = latency_of(s->hist, s->calls, &all, s->tick_ns, s->timed);
+    return true;
+}
+
 int main(int argc, char **argv) {
     struct options opt;
     parse_args(argc, argv, &opt);
@@ -635,6 +762,15 @@ int main(int argc, char **argv) {
     if (!workers) {
         perror("statx-bench");
         return 1;
+    }
+    for (size_t t = 0; t < nthreads; t++) {
+        /* Zeroed pages, first written by the worker itself: they end up on its NUMA node. */
+        workers[t].hist = calloc(opt.npaths * NBUCKETS, sizeof *workers[t].hist);
+        workers[t].tally = calloc(opt.npaths, sizeof *workers[t].tally);
+        if (!workers[t].hist || !workers[t].tally) {
+            perror("statx-bench");
+            return 1;
+        }
     }
     pthread_barrier_t barrier;
     pthread_barrier_init(&barrier, NULL, (unsigned)nthreads);
@@ -664,14 +800,10 @@ int main(int argc, char **argv) {
     if (use_tsc) cal_mono1 = (cal_mono1 + mono_ns()) / 2; /* centre the mono read on the tsc read */
 
     struct summary s = {.calls = opt.iterations * opt.threads, .timed = !opt.bare, .tsc_hz = NAN};
-    uint64_t start = UINT64_MAX, end = 0, ticks = 0, min = UINT64_MAX, max = 0;
+    uint64_t start = UINT64_MAX, end = 0;
     for (size_t t = 0; t < nthreads; t++) {
-        const struct worker *w = &workers[t];
-        start = w->mono_start_ns < start ? w->mono_start_ns : start;
-        end = w->mono_end_ns > end ? w->mono_end_ns : end;
-        ticks += w->ticks_total;
-        min = w->min_ticks < min ? w->min_ticks : min;
-        max = w->max_ticks > max ? w->max_ticks : max;
+        start = workers[t].mono_start_ns < start ? workers[t].mono_start_ns : start;
+        end = workers[t].mono_end_ns > end ? workers[t].mono_end_ns : end;
     }
     s.duration_s = (double)(end - start) / 1e9;
     s.calls_per_s = (double)s.calls / s.duration_s;
@@ -680,18 +812,13 @@ int main(int argc, char **argv) {
         s.tick_ns = (double)(cal_mono1 - cal_mono0) / (double)(cal_tsc1 - cal_tsc0);
         s.tsc_hz = 1e9 / s.tick_ns;
     }
-    if (s.timed) {
-        s.min = (double)min * s.tick_ns;
-        s.max = (double)max * s.tick_ns;
-        s.mean = (double)ticks / (double)s.calls * s.tick_ns;
-        s.p50 = percentile(merged_hist, s.calls, 500, min, max) * s.tick_ns;
-        s.p90 = percentile(merged_hist, s.calls, 900, min, max) * s.tick_ns;
-        s.p99 = percentile(merged_hist, s.calls, 990, min, max) * s.tick_ns;
-        s.p999 = percentile(merged_hist, s.calls, 999, min, max) * s.tick_ns;
+    if (!summarise_paths(&opt, workers, &s)) {
+        perror("statx-bench");
+        return 1;
     }
 
     if (opt.json)
-        print_json(&opt, &s, merged_hist, merged_errors);
+        print_json(&opt, &s, merged_errors);
     else
         print_human(&opt, &s, merged_errors);
     if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -78,7 +78,10 @@ def run_deploy(
         access = testbed.access(record, store)
         api = testbed.open(record, store)
         with SshRunner(Path(access.ssh_config)) as runner:
-            context = DeployContext(record, store, playbook, runner, api, testbed.clock, dict(access.workdirs))
+            context = DeployContext(
+                record, store, playbook, runner, api, testbed.clock, dict(access.workdirs),
+                kernel=testbed.experiment_kernel(record), ebpf_nodes=testbed.ebpf_nodes(record),
+            )  # fmt: skip
             method = method_for(deploy, context)
             if record.deploy is None or record.deploy.method != method.name:
                 record.deploy = DeployRecord(method=method.name, marker=secrets.token_hex(6))

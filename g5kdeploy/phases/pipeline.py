@@ -24,6 +24,7 @@ from g5kdeploy.playbook import Playbook
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.signals import shielded
 from g5kdeploy.testbeds.base import Testbed
+from g5kdeploy.tools.kernel import OnProgress as OnBuild
 
 log = get_logger(__name__)
 PHASES = ("reserve", "deploy", "bench", "collect")
@@ -43,6 +44,7 @@ class Watchers:
     node: OnNode | None = None
     sweep: OnProgress | None = None
     step: OnStep | None = None
+    build: OnBuild | None = None
 
 
 @dataclass
@@ -77,7 +79,7 @@ def run_pipeline(
             announce(phase)
             match phase:
                 case "reserve":
-                    reserve(record, store, testbed, keep=True, on_update=watch.job)
+                    reserve(record, store, testbed, keep=True, on_update=watch.job, on_build=watch.build)
                 case "deploy":
                     run_deploy(record, store, testbed, on_node=watch.node)
                 case "bench":

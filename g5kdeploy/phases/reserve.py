@@ -23,6 +23,7 @@ from g5kdeploy.results import FINAL_STATES, JobEntry, RunRecord, RunStore, finis
 from g5kdeploy.signals import shielded
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import Testbed
+from g5kdeploy.tools.kernel import OnProgress
 
 log = get_logger(__name__)
 PHASE = "reserve"
@@ -50,6 +51,7 @@ def reserve(
     *,
     keep: bool = False,
     on_update: OnUpdate | None = None,
+    on_build: OnProgress | None = None,
 ) -> RunRecord:
     """Bring every job of ``record`` to running and map its nodes to roles; resumable, never submits twice."""
     playbook = Playbook.model_validate(record.playbook)
@@ -57,7 +59,7 @@ def reserve(
     store.save(record)
     api: Api | None = None
     try:
-        testbed.preflight(playbook)
+        testbed.preflight(playbook, on_progress=on_build)
         api = testbed.open(record, store)
         if not record.jobs:
             plan_jobs(record, store, api, playbook, now=testbed.clock.now())

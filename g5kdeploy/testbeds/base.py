@@ -13,6 +13,7 @@ from g5kdeploy.clock import Clock
 from g5kdeploy.playbook import Playbook
 from g5kdeploy.results import NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
+from g5kdeploy.tools.kernel import BuiltKernel, OnProgress
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ class Testbed(Protocol):
     clock: Clock
     usage_policy: bool
 
-    def preflight(self, playbook: Playbook) -> None:
-        """Fail now, before any job exists, on what would make the nodes unusable later (keys, sshd)."""
+    def preflight(self, playbook: Playbook, *, on_progress: OnProgress | None = None) -> None:
+        """Fail now, before any job exists, on what would make the nodes unusable later (keys, sshd), and
+        prepare what takes long (the VM testbed's kernel), reporting progress."""
         ...
 
     def job_command(self, playbook: Playbook, walltime: int) -> str:
@@ -51,6 +53,14 @@ class Testbed(Protocol):
 
     def prometheus(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint:
         """The collector's Prometheus (started here on the local testbed, by NixOS on Grid'5000)."""
+        ...
+
+    def experiment_kernel(self, record: RunRecord) -> BuiltKernel | None:
+        """The kernel the testbed builds for the experiment's nodes (VM testbed), else None."""
+        ...
+
+    def ebpf_nodes(self, record: RunRecord) -> list[str]:
+        """The nodes that run that kernel (and so the eBPF program), when the testbed builds one."""
         ...
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:

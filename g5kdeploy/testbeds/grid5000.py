@@ -15,6 +15,7 @@ from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint
 from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config, public_key, root_key_command
+from g5kdeploy.tools.kernel import BuiltKernel, OnProgress
 
 NIXOS_PROMETHEUS_DATA = "/var/lib/prometheus2/data"
 #: nix/modules/collector.nix: where the collector's NixOS Prometheus listens unless the playbook says otherwise.
@@ -29,7 +30,7 @@ class Grid5000Testbed:
         self._env = env
         self.clock: Clock = clock or WallClock()
 
-    def preflight(self, playbook: Playbook) -> None:
+    def preflight(self, playbook: Playbook, *, on_progress: OnProgress | None = None) -> None:  # noqa: ARG002
         key = find_key(playbook.ssh.key, self._home())
         if playbook.deploy and playbook.deploy.kexec:
             public_key(key)
@@ -77,6 +78,12 @@ class Grid5000Testbed:
         return PrometheusEndpoint(
             node=node, address="127.0.0.1", port=collect.port or NIXOS_PROMETHEUS_PORT, data_dir=NIXOS_PROMETHEUS_DATA
         )
+
+    def experiment_kernel(self, record: RunRecord) -> BuiltKernel | None:  # noqa: ARG002 - built by Nix
+        return None
+
+    def ebpf_nodes(self, record: RunRecord) -> list[str]:  # noqa: ARG002
+        return []
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:
         if record.ebpf_toggle is None:

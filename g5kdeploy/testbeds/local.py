@@ -22,8 +22,10 @@ from g5kdeploy.process import is_running, log_size, spawn_daemon, stop_pid, wait
 from g5kdeploy.results import LocalTestbedRecord, NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint
-from g5kdeploy.testbeds.loopback import forget_keys, require_sshd, start_nodes, stop_nodes
-from g5kdeploy.testbeds.monitoring import start_monitoring, stop_monitoring
+from g5kdeploy.testbeds.guests import VNG_MARK, stop_guests
+from g5kdeploy.testbeds.loopback import SSHD_MARK, GuestSetup, forget_keys, require_sshd, start_nodes, stop_nodes
+from g5kdeploy.testbeds.monitoring import EBPF_EXPORTER_PORT, start_monitoring, stop_monitoring
+from g5kdeploy.tools.kernel import BuiltKernel, OnProgress
 
 log = get_logger(__name__)
 SIMULATOR_MARK = "g5kdeploy"
@@ -38,7 +40,7 @@ class LocalTestbed:
         # The simulator runs at speed 1 from the wall clock, so both agree on the time.
         self.clock: Clock = clock or WallClock()
 
-    def preflight(self, playbook: Playbook) -> None:  # noqa: ARG002 - every local run needs the same
+    def preflight(self, playbook: Playbook, *, on_progress: OnProgress | None = None) -> None:  # noqa: ARG002
         require_sshd()
 
     def job_command(self, playbook: Playbook, walltime: int) -> str:  # noqa: ARG002 - nothing to prepare
@@ -89,15 +91,16 @@ class LocalTestbed:
         """One real sshd per node, under the node's Grid'5000 name; restarted if they were stopped."""
         names = sorted({node for nodes in record.roles.values() for node in nodes})
         local = record.local or LocalTestbedRecord()
-        pids = local.sshd_pids
-        if record.access and sorted(pids) == names and all(is_running(pid, expect="sshd") for pid in pids.values()):
+        if record.access and self._nodes_alive(local, names):
             self._ensure_monitoring(record, store)
             return record.access
-        if pids:
-            stop_nodes(pids.values())
-        started = start_nodes(self._nodes_dir(record, store), names)
-        local.sshd_pids = {node.name: node.pid for node in started.nodes}
+        stop_guests(list(local.guest_pids.values()))
+        stop_nodes(local.sshd_pids.values())
+        started = start_nodes(self._nodes_dir(record, store), names, guests=self._guests(record, store))
+        local.sshd_pids = {node.name: node.pid for node in started.nodes if not node.guest}
+        local.guest_pids = {node.name: node.pid for node in started.nodes if node.guest}
         local.addresses = {node.name: node.address for node in started.nodes}
+        local.guest_ports = started.guest_ports
         record.local = local
         record.access = NodeAccess(
             ssh_config=str(started.ssh_config),
@@ -108,6 +111,18 @@ class LocalTestbed:
         log.info("local nodes up", nodes=len(started.nodes), ssh_config=str(started.ssh_config))
         self._ensure_monitoring(record, store)
         return record.access
+
+    @staticmethod
+    def _nodes_alive(local: LocalTestbedRecord, names: list[str]) -> bool:
+        if sorted([*local.sshd_pids, *local.guest_pids]) != names:
+            return False
+        return all(is_running(pid, expect=SSHD_MARK) for pid in local.sshd_pids.values()) and all(
+            is_running(pid, expect=VNG_MARK) for pid in local.guest_pids.values()
+        )
+
+    def _guests(self, record: RunRecord, store: RunStore) -> GuestSetup | None:  # noqa: ARG002 - none here
+        """Which nodes boot as QEMU guests: none on the loopback testbed."""
+        return None
 
     def prometheus(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint:
         """A real Prometheus on the collector's address; :meth:`access` starts it with the nodes."""
@@ -140,12 +155,25 @@ class LocalTestbed:
         stop_monitoring(local.monitoring_pids)
         local.monitoring_pids = []
         collector = record.roles[collect.role][0]
-        others = [(name, address) for name, address in sorted(local.addresses.items()) if name != collector]
+        guests = sorted(local.guest_pids)
+        others = [
+            (name, address)
+            for name, address in sorted(local.addresses.items())
+            if name != collector and name not in local.guest_pids
+        ]
+        guest_nodes = [(name, local.addresses[name]) for name in guests]
+        ports = local.guest_ports
         # A restart keeps the ports the run had, so what was recorded (and scraped) stays valid.
         started = start_monitoring(
-            self._monitoring_dir(record, store), collector=(collector, local.addresses[collector]), exporters=others,
-            port=local.prometheus_port or collect.port, exporter_port=local.exporter_port,
-        )  # fmt: skip
+            self._monitoring_dir(record, store),
+            collector=(collector, local.addresses[collector]),
+            exporters=others,
+            port=local.prometheus_port or collect.port,
+            exporter_port=ports.node_exporter if ports else local.exporter_port,
+            remote_exporters=guest_nodes,
+            ebpf_targets=guest_nodes,
+            ebpf_port=ports.ebpf_exporter if ports else EBPF_EXPORTER_PORT,
+        )
         local.monitoring_pids = started.pids
         local.prometheus_port, local.exporter_port = started.port, started.exporter_port
         store.save(record)
@@ -158,6 +186,12 @@ class LocalTestbed:
     @staticmethod
     def _nodes_dir(record: RunRecord, store: RunStore) -> Path:
         return store.directory(record.run_id) / "testbed" / "nodes"
+
+    def experiment_kernel(self, record: RunRecord) -> BuiltKernel | None:  # noqa: ARG002 - the host's
+        return None
+
+    def ebpf_nodes(self, record: RunRecord) -> list[str]:  # noqa: ARG002
+        return []
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:  # noqa: ARG002 - the same for every run
         return "the local testbed runs the host's kernel: no custom kernel, no kprobe override"
@@ -173,11 +207,16 @@ class LocalTestbed:
             store.save(record)
 
     def stop_nodes(self, record: RunRecord, store: RunStore) -> None:
-        """Stop the run's monitoring and sshd nodes, whatever state the simulator and the jobs are in."""
+        """Stop the run's monitoring, guests and sshd nodes, whatever state the simulator and the jobs are in."""
         local = record.local
         if local and local.monitoring_pids:
             stop_monitoring(local.monitoring_pids)
             local.monitoring_pids = []
+            store.save(record)
+        if local and local.guest_pids:
+            stop_guests(list(local.guest_pids.values()))
+            log.info("VM nodes stopped", nodes=len(local.guest_pids))
+            local.guest_pids = {}
             store.save(record)
         if local and local.sshd_pids:
             stop_nodes(local.sshd_pids.values())
@@ -191,7 +230,7 @@ class LocalTestbed:
         local = record.local
         if local is None:
             return []
-        pids = [*local.sshd_pids.values(), *local.monitoring_pids]
+        pids = [*local.sshd_pids.values(), *local.guest_pids.values(), *local.monitoring_pids]
         if local.simulator_pid:
             pids.append(local.simulator_pid)
         return [pid for pid in pids if is_running(pid)]

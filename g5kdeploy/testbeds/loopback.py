@@ -25,6 +25,17 @@ from pathlib import Path
 from g5kdeploy.errors import DeadlineExceeded, TestbedError
 from g5kdeploy.log import get_logger
 from g5kdeploy.process import is_running, port_free, spawn_daemon, wait_gone
+from g5kdeploy.results import GuestPorts
+from g5kdeploy.testbeds.guests import (
+    GUEST_NODE_EXPORTER_PORT,
+    GUEST_SSH_PORT,
+    Accelerator,
+    console_tail,
+    spawn_guest,
+    stop_guests,
+    write_guest_files,
+)
+from g5kdeploy.tools.kernel import BuiltKernel
 
 log = get_logger(__name__)
 
@@ -43,6 +54,8 @@ class LoopbackNode:
     port: int
     workdir: Path
     pid: int
+    #: A QEMU guest (its pid is vng's) rather than an sshd on the host.
+    guest: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,21 @@ class LoopbackNodes:
     known_hosts: Path
     key: Path
     nodes: tuple[LoopbackNode, ...]
+    #: The ports forwarded to the guests (their ssh port is the run's), when some nodes are guests.
+    guest_ports: GuestPorts | None = None
+
+
+@dataclass(frozen=True)
+class GuestSetup:
+    """Which nodes are QEMU guests, and how to boot them (see :mod:`g5kdeploy.testbeds.guests`)."""
+
+    names: frozenset[str]
+    vng: Path
+    kernel: BuiltKernel
+    accelerator: Accelerator
+    memory_mib: int
+    boot_timeout: float
+    node_exporter_args: tuple[str, ...]
 
 
 def require_sshd() -> Path:
@@ -67,8 +95,14 @@ def loopback_address(index: int) -> str:
     return f"127.0.{block}.{2 + offset}"
 
 
-def start_nodes(directory: Path, names: Sequence[str], *, timeout: float = 30.0) -> LoopbackNodes:
-    """Start one sshd per name and return once every node answers the SSH banner."""
+def start_nodes(
+    directory: Path, names: Sequence[str], *, timeout: float = 30.0, guests: GuestSetup | None = None
+) -> LoopbackNodes:
+    """Start one sshd (or QEMU guest) per name and return once every node answers the SSH banner.
+
+    Loopback nodes have ``timeout`` seconds, guests their boot deadline; a guest that does not come up is
+    named with the tail of its console log. On any failure everything started is stopped.
+    """
     if len(set(names)) != len(names) or not names:
         raise TestbedError(f"node names must be distinct and non-empty, got {list(names)!r}")
     sshd = require_sshd()
@@ -76,22 +110,34 @@ def start_nodes(directory: Path, names: Sequence[str], *, timeout: float = 30.0)
     directory = directory.resolve()
     key = _prepare_directory(directory)
     addresses = [loopback_address(index) for index in range(len(names))]
+    guest_names = guests.names & set(names) if guests else frozenset()
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        port = _free_port(addresses)
+        # The guests' exporters are forwarded on ports of their own, the same on every address.
+        port, *extra = _free_ports(addresses, 3 if guest_names else 1)
+        ports = GuestPorts(ssh=port, node_exporter=extra[0], ebpf_exporter=extra[1]) if guest_names else None
         nodes = _write_node_configs(directory, names, addresses, port)
-        pids: list[int] = []
+        pids: dict[str, int] = {}
         try:
-            for node_dir in nodes:
-                pids.append(_spawn_sshd(sshd, node_dir))
-            _wait_ready(addresses, port, pids, [directory / "nodes" / n for n in names], deadline)
+            for name, address, node_dir in zip(names, addresses, nodes, strict=True):
+                if name in guest_names:
+                    assert guests is not None and ports is not None
+                    pids[name] = _spawn_guest(guests, node_dir, name, address, ports)
+                else:
+                    pids[name] = _spawn_sshd(sshd, node_dir)
+            guest_deadline = time.monotonic() + (guests.boot_timeout if guests else 0.0)
+            _wait_ready(
+                addresses, port, [pids[name] for name in names], nodes,
+                [guest_deadline if name in guest_names else deadline for name in names],
+                [name in guest_names for name in names],
+            )  # fmt: skip
         except _PortTaken:
             # Another program bound the port between our bind test and sshd's: try another one.
-            stop_nodes(pids)
+            _stop(pids, guest_names)
             if attempt == PORT_ATTEMPTS:
                 raise TestbedError(f"no free loopback port after {PORT_ATTEMPTS} attempts") from None
             continue
         except BaseException:
-            stop_nodes(pids)
+            _stop(pids, guest_names)
             raise
         result = LoopbackNodes(
             directory=directory,
@@ -99,13 +145,46 @@ def start_nodes(directory: Path, names: Sequence[str], *, timeout: float = 30.0)
             known_hosts=_write_known_hosts(directory, names, addresses, port),
             key=key,
             nodes=tuple(
-                LoopbackNode(name=name, address=address, port=port, workdir=nodes[i] / "work", pid=pids[i])
+                LoopbackNode(
+                    name=name,
+                    address=address,
+                    port=port,
+                    workdir=nodes[i] / "work",
+                    pid=pids[name],
+                    guest=name in guest_names,
+                )
                 for i, (name, address) in enumerate(zip(names, addresses, strict=True))
             ),
+            guest_ports=ports,
         )
-        log.info("loopback nodes started", nodes=len(names), port=port, directory=str(directory))
+        log.info("nodes started", nodes=len(names), guests=len(guest_names), port=port, directory=str(directory))
         return result
     raise AssertionError("unreachable")
+
+
+def _spawn_guest(guests: GuestSetup, node_dir: Path, name: str, address: str, ports: GuestPorts) -> int:
+    # Inside the guest, sshd listens on the guest's own port 22; the host reaches it through the forward.
+    config = (node_dir / "sshd_config").read_text()
+    config = "\n".join(
+        f"ListenAddress 0.0.0.0:{GUEST_SSH_PORT}" if line.startswith("ListenAddress ") else line
+        for line in config.splitlines()
+    )
+    script = write_guest_files(
+        node_dir,
+        name=name,
+        sshd_config=config + "\n",
+        node_exporter_args=[f"--web.listen-address=0.0.0.0:{GUEST_NODE_EXPORTER_PORT}", *guests.node_exporter_args],
+    )
+    (node_dir / "console.log").write_bytes(b"")
+    return spawn_guest(
+        guests.vng, guests.kernel, node_dir, name=name, address=address, ports=ports,
+        memory_mib=guests.memory_mib, accelerator=guests.accelerator, init_script=script,
+    )  # fmt: skip
+
+
+def _stop(pids: dict[str, int], guest_names: frozenset[str]) -> None:
+    stop_guests([pid for name, pid in pids.items() if name in guest_names])
+    stop_nodes([pid for name, pid in pids.items() if name not in guest_names])
 
 
 def stop_nodes(pids: Iterable[int], *, timeout: float = 10.0) -> None:
@@ -166,12 +245,15 @@ def _keygen(path: Path, *, comment: str) -> None:
     )
 
 
-def _free_port(addresses: Sequence[str]) -> int:
-    """A port no socket holds on any of ``addresses`` right now."""
-    for _ in range(200):
+def _free_ports(addresses: Sequence[str], count: int) -> list[int]:
+    """``count`` distinct ports that no socket holds on any of ``addresses`` right now."""
+    ports: list[int] = []
+    for _ in range(200 * count):
         port = random.randint(*PORT_RANGE)
-        if all(port_free(address, port) for address in addresses):
-            return port
+        if port not in ports and all(port_free(address, port) for address in addresses):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
     raise TestbedError(f"no port free on all {len(addresses)} loopback addresses")
 
 
@@ -216,7 +298,12 @@ def _spawn_sshd(sshd: Path, node_dir: Path) -> int:
 
 
 def _wait_ready(
-    addresses: Sequence[str], port: int, pids: Sequence[int], node_dirs: Sequence[Path], deadline: float
+    addresses: Sequence[str],
+    port: int,
+    pids: Sequence[int],
+    node_dirs: Sequence[Path],
+    deadlines: Sequence[float],
+    guests: Sequence[bool],
 ) -> None:
     waiting = set(range(len(addresses)))
     while waiting:
@@ -225,16 +312,24 @@ def _wait_ready(
                 waiting.discard(index)
             # Existence only: right after the fork, before exec, the child's command line is still Python's.
             elif not is_running(pids[index]):
+                if guests[index]:
+                    raise TestbedError(
+                        f"the VM node {node_dirs[index].name} stopped while booting; its console ends with:\n"
+                        + console_tail(node_dirs[index])
+                    )
                 tail = (node_dirs[index] / "sshd.log").read_text(errors="replace")[-2000:]
                 if "Address already in use" in tail:
                     raise _PortTaken
                 raise TestbedError(f"sshd of {node_dirs[index].name} exited at start; its log ends with:\n{tail}")
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            names = ", ".join(node_dirs[index].name for index in sorted(waiting))
-            raise DeadlineExceeded(f"sshd not answering on port {port} in time: {names}")
-        time.sleep(0.02)
+            elif time.monotonic() > deadlines[index]:
+                if guests[index]:
+                    raise DeadlineExceeded(
+                        f"the VM node {node_dirs[index].name} did not answer SSH within its boot deadline; "
+                        f"its console ends with:\n{console_tail(node_dirs[index])}"
+                    )
+                raise DeadlineExceeded(f"sshd of {node_dirs[index].name} not answering on port {port} in time")
+        if waiting:
+            time.sleep(0.02)
 
 
 def _banner(address: str, port: int) -> bool:

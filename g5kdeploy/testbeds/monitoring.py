@@ -64,11 +64,15 @@ def start_monitoring(
     timeout: float = 30.0,
     ebpf_targets: Sequence[tuple[str, str]] = (),
     ebpf_port: int = EBPF_EXPORTER_PORT,
+    remote_exporters: Sequence[tuple[str, str]] = (),
     search_path: str | None = None,
 ) -> Monitoring:
     """Start the exporters and the collector's Prometheus; return once every target has been scraped.
 
-    ``collector``, ``exporters`` and ``ebpf_targets`` are (node name, loopback address). A port left None is
+    ``collector``, ``exporters`` and ``ebpf_targets`` are (node name, loopback address); ``remote_exporters``
+    are nodes whose node exporter runs elsewhere (in a VM guest, forwarded to ``exporter_port``): scraped like
+    the others, not started here. The eBPF exporters come and go with the experiment, so "every target
+    scraped" is about the node exporters. A port left None is
     picked free (the exporters share one, free on every node's address), so several runs coexist; a port given
     is used or refused. "Started" means each daemon answers from its own PID's socket (not another run's on the
     same address) and Prometheus has scraped every target successfully once, all within ``timeout`` seconds.
@@ -79,7 +83,7 @@ def start_monitoring(
     deadline = time.monotonic() + timeout
     directory = directory.resolve()
     nodes = _nodes(collector, exporters)
-    for name, address in [*nodes, *ebpf_targets]:
+    for name, address in [*nodes, *ebpf_targets, *remote_exporters]:
         _check_loopback(name, address)
     addresses = [address for _, address in nodes]
     if port is not None or exporter_port is not None:
@@ -93,7 +97,7 @@ def start_monitoring(
         chosen_exporter_port = exporter_port or _common_free_port(addresses, avoid=chosen_port)
         try:
             return _start(
-                directory, prometheus, node_exporter, nodes, ebpf_targets, collector,
+                directory, prometheus, node_exporter, nodes, remote_exporters, ebpf_targets, collector,
                 port=chosen_port, exporter_port=chosen_exporter_port, ebpf_port=ebpf_port,
                 scrape_interval=scrape_interval, deadline=deadline,
             )  # fmt: skip
@@ -111,6 +115,7 @@ def _start(
     prometheus: Path,
     node_exporter: Path,
     nodes: Sequence[tuple[str, str]],
+    remote_exporters: Sequence[tuple[str, str]],
     ebpf_targets: Sequence[tuple[str, str]],
     collector: tuple[str, str],
     *,
@@ -122,7 +127,7 @@ def _start(
 ) -> Monitoring:
     data_dir = directory / "prometheus-data"
     config_path = directory / "prometheus.yml"
-    jobs = {"node": [(f"{address}:{exporter_port}", name) for name, address in nodes]}
+    jobs = {"node": [(f"{address}:{exporter_port}", name) for name, address in [*nodes, *remote_exporters]]}
     if ebpf_targets:
         jobs["ebpf"] = [(f"{address}:{ebpf_port}", name) for name, address in ebpf_targets]
     atomic_write_text(config_path, prometheus_config(jobs, scrape_interval=scrape_interval))
@@ -134,13 +139,7 @@ def _start(
         for name, address in nodes:
             log_path = directory / f"node-exporter-{name}.log"
             offset = log_size(log_path)
-            argv = [
-                str(node_exporter),
-                f"--web.listen-address={address}:{exporter_port}",
-                "--collector.disable-defaults",
-                *(f"--collector.{collector_name}" for collector_name in NODE_EXPORTER_COLLECTORS),
-                "--web.disable-exporter-metrics",
-            ]
+            argv = [str(node_exporter), f"--web.listen-address={address}:{exporter_port}", *node_exporter_flags()]
             pid = spawn_daemon(argv, log_path=log_path)
             started.append(pid)
             exporter_pids[name] = pid
@@ -172,7 +171,7 @@ def _start(
                 owned=(address, listen_port),
             )
         with PrometheusClient(url) as client:
-            client.wait_scraped(after=0.0, deadline_s=max(0.0, deadline - time.monotonic()))
+            client.wait_scraped(after=0.0, deadline_s=max(0.0, deadline - time.monotonic()), jobs={"node"})
     except DeadlineExceeded as error:
         stop_monitoring(started)
         raise TestbedError(f"monitoring did not come up: {error}") from None
@@ -188,6 +187,15 @@ def _start(
         port=port,
         exporter_port=exporter_port,
     )
+
+
+def node_exporter_flags() -> list[str]:
+    """The node exporter's collectors and options, the same wherever it runs (host or VM guest)."""
+    return [
+        "--collector.disable-defaults",
+        *(f"--collector.{collector_name}" for collector_name in NODE_EXPORTER_COLLECTORS),
+        "--web.disable-exporter-metrics",
+    ]
 
 
 def stop_monitoring(pids: Iterable[int], *, timeout: float = 10.0) -> None:

@@ -271,15 +271,17 @@ class PrometheusClient:
         data = self._api("GET", "/api/v1/targets", params={"state": "active"})
         return [_target(entry) for entry in data.get("activeTargets", [])]
 
-    def wait_scraped(self, *, after: float, deadline_s: float, healthy: bool = True) -> list[Target]:
+    def wait_scraped(
+        self, *, after: float, deadline_s: float, healthy: bool = True, jobs: set[str] | None = None
+    ) -> list[Target]:
         """Wait until every target's last scrape started after ``after`` (Prometheus time); return the targets.
 
-        With ``healthy``, the scrape must also have succeeded. Polls at most every 0.1 s; at the deadline,
-        :class:`DeadlineExceeded` names the targets still waiting and their last error.
+        With ``healthy``, the scrape must also have succeeded; ``jobs`` limits the targets to those jobs. Polls
+        at most every 0.1 s; at the deadline, :class:`DeadlineExceeded` names the targets still waiting and why.
         """
         deadline = time.monotonic() + deadline_s
         while True:
-            targets = self.targets()
+            targets = [target for target in self.targets() if jobs is None or target.job in jobs]
             waiting = [target for target in targets if not _scraped(target, after, healthy=healthy)]
             if targets and not waiting:
                 return targets

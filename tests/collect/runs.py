@@ -1,13 +1,15 @@
 """Synthetic run directories shaped like the bench phase's output, with histograms drawn from a real-looking
-latency distribution (lognormal body, heavy tail), so plots and reports run on the same files a sweep writes."""
+latency distribution (lognormal body, heavy tail), so plots and reports run on the same files a sweep writes,
+and the collect phase's exports of the eBPF program's counter and histogram."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from g5kdeploy.results import DeployRecord, JobEntry, NodeDeployState, PhaseRecord, RunRecord
@@ -19,11 +21,55 @@ SKIP_REASON = "the local testbed runs the host's kernel: no custom kernel, no kp
 # HDR-like bucket bounds: about 3 % wide, from 500 ns to ~20 ms.
 BOUNDS = [int(500 * 1.03**index) for index in range(360)]
 SAMPLES = 20_000
+WARMUP, ITERATIONS = 1000, 200_000
+#: The shipped playbooks' paths: the eBPF program's target first, an ordinary path second.
+TARGET, ORDINARY = "/tmp/g5k-statx-target", "/etc/hostname"
+PATHS = (TARGET, ORDINARY)
+#: What the ordinary path's p50 gains with the program attached (base_ns adds it to every eBPF-on result).
+PROBE_NS = 400
+
+
+def _times(sec: int, nsec: int) -> dict[str, dict[str, int]]:
+    return {name: {"sec": sec, "nsec": nsec} for name in ("atime", "mtime", "ctime", "btime")}
+
+
+#: statx-bench's "statx" entry for the target while statx-override.bpf.c answers for it (its FAKE_* values).
+FAKE_ANSWER = {"ok": True, "mask": 2047, "size": 424242, "mode": "0100644", "uid": 0, "gid": 0, "ino": 4242,
+               "nlink": 1, "blksize": 4096, "blocks": 829, **_times(1000000000, 0)}  # fmt: skip
+#: The paths' own answers.
+REAL_ANSWERS = {
+    TARGET: {"ok": True, "mask": 8191, "size": 23, "mode": "0100644", "uid": 0, "gid": 0, "ino": 77, "nlink": 1,
+             "blksize": 4096, "blocks": 8, **_times(1796000000, 123)},
+    ORDINARY: {"ok": True, "mask": 8191, "size": 3, "mode": "0100644", "uid": 0, "gid": 0, "ino": 612, "nlink": 1,
+               "blksize": 4096, "blocks": 8, **_times(1795000000, 456)},
+}  # fmt: skip
 
 
 def base_ns(node_index: int, threads: int, ebpf: str, repetition: int) -> int:
     """The p50 a result file states: known in advance so tests can check the report's numbers."""
-    return 1500 + 200 * (threads - 1) + (400 if ebpf == "on" else 0) + 10 * node_index + 4 * repetition
+    return 1500 + 200 * (threads - 1) + (PROBE_NS if ebpf == "on" else 0) + 10 * node_index + 4 * repetition
+
+
+def path_p50(path: str, node_index: int, threads: int, ebpf: str, repetition: int) -> int:
+    """A path's own p50: the ordinary path's is base_ns; the target's is cheaper, and far cheaper overridden."""
+    if path == TARGET:
+        return (
+            700 + 10 * node_index + 4 * repetition
+            if ebpf == "on"
+            else base_ns(node_index, threads, ebpf, repetition) - 300
+        )
+    return base_ns(node_index, threads, ebpf, repetition)
+
+
+def share(calls: int, paths: int, index: int) -> int:
+    """Calls of a loop of ``calls`` that use path ``index`` (call i uses path i % paths)."""
+    return len(range(index, calls, paths))
+
+
+def target_calls(threads: int, paths: Sequence[str] = PATHS) -> int:
+    """statx calls on the target in one result: warm-up, timed and the sample call."""
+    index = list(paths).index(TARGET)
+    return threads * (share(WARMUP, len(paths), index) + share(ITERATIONS, len(paths), index)) + 1
 
 
 def histogram(median: float, seed: int) -> list[dict[str, int]]:
@@ -41,33 +87,98 @@ def histogram(median: float, seed: int) -> list[dict[str, int]]:
     return [{"lo_ns": BOUNDS[i], "hi_ns": BOUNDS[i + 1], "count": c} for i, c in enumerate(counts) if c]
 
 
-def result_document(run_id: str, node: str, node_index: int, threads: int, ebpf: str, repetition: int) -> dict:
+def latency(median: float) -> dict[str, float]:
+    return {"min": median * 0.7, "mean": median * 1.3, "p50": float(median), "p90": median * 1.2,
+            "p99": median * 1.6, "p999": median * 15.0, "max": median * 900.0}  # fmt: skip
+
+
+def result_document(
+    run_id: str,
+    node: str,
+    node_index: int,
+    threads: int,
+    ebpf: str,
+    repetition: int,
+    paths: Sequence[str] = PATHS,
+    override: bool = True,
+) -> dict:
+    """One node's result; with eBPF on and ``override``, the target path got the program's struct."""
     median = base_ns(node_index, threads, ebpf, repetition)
-    calls = 200_000 * threads
+    calls = ITERATIONS * threads
     rate = 1e9 / median * threads * 0.9
     key = f"threads-{threads}_ebpf-{ebpf}_rep-{repetition}"
+    per_path = {}
+    for index, path in enumerate(paths):
+        own = path_p50(path, node_index, threads, ebpf, repetition)
+        timed, warm = threads * share(ITERATIONS, len(paths), index), threads * share(WARMUP, len(paths), index)
+        per_path[path] = {
+            "calls": timed + warm + 1,
+            "warmup_calls": warm,
+            "timed_calls": timed,
+            "sample_calls": 1,
+            "errors_total": 0,
+            "latency_ns": latency(own),
+            "histogram": {"buckets": histogram(own, zlib.crc32(f"{node} {key} {path}".encode()))},
+        }
+    answers = {path: REAL_ANSWERS.get(path, REAL_ANSWERS[ORDINARY]) for path in paths}
+    if ebpf == "on" and override and TARGET in answers:
+        answers[TARGET] = FAKE_ANSWER
     return {
         "run_id": run_id,
         "node": node,
         "combination": {"threads": threads, "ebpf": ebpf, "repetition": repetition, "key": key},
-        "paths": ["/etc/hostname"],
+        "paths": list(paths),
         "duration_s": calls / rate + 0.05,
         "finished_at": "2026-11-27T16:47:59Z",
         "result": {
             "tool": "statx-bench",
             "version": 1,
-            "config": {"paths": ["/etc/hostname"], "iterations": 200000, "threads": threads, "warmup": 1000},
+            "config": {"paths": list(paths), "iterations": ITERATIONS, "threads": threads, "warmup": WARMUP},
             "calls": calls,
             "duration_s": calls / rate,
             "calls_per_s": rate,
-            "latency_ns": {"min": median * 0.7, "mean": median * 1.3, "p50": float(median), "p90": median * 1.2,
-                           "p99": median * 1.6, "p999": median * 15.0, "max": median * 900.0},
+            "latency_ns": latency(median),
             "histogram": {"sub_bucket_bits": 5, "buckets": histogram(median, zlib.crc32(f"{node} {key}".encode()))},
             "errors": {},
             "errors_total": 0,
-            "statx": {"/etc/hostname": {"ok": True, "mask": 8191, "size": 3, "mode": "0100644"}},
+            "per_path": per_path,
+            "statx": answers,
         },
     }  # fmt: skip
+
+
+def write_exports(
+    run_dir: Path,
+    overridden: Mapping[str, float],
+    *,
+    failed: Mapping[str, Mapping[str, float]] | None = None,
+    samples: Mapping[str, Mapping[str, float]] | None = None,
+) -> None:
+    """``exports/statx_override.csv`` and ``statx_latency.csv`` as the collect phase writes them: a counter per
+    (node, outcome) and a bucket series per (node, call, le), each rising over three scrapes to its total."""
+    exports = run_dir / "exports"
+    exports.mkdir(exist_ok=True)
+    with (exports / "statx_override.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["timestamp", "value", "instance", "job", "node", "outcome"])
+        for node, count in overridden.items():
+            outcomes = {"matched": count, "overridden": count, "write_user_failed": 0.0, "path_read_failed": 0.0}
+            outcomes |= (failed or {}).get(node, {})
+            for outcome, total in outcomes.items():
+                for step, share_of_total in enumerate((0.0, 0.5, 1.0)):
+                    writer.writerow([f"{1796000000 + step:.3f}", repr(float(total * share_of_total)),
+                                     f"{node}:9435", "ebpf", node, outcome])  # fmt: skip
+    with (exports / "statx_latency.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["timestamp", "value", "call", "instance", "job", "le", "node"])
+        for node, calls in (
+            samples if samples is not None else {node: {"real": 1000.0} for node in overridden}
+        ).items():
+            for call, count in calls.items():
+                for le, part in (("5.12e-07", 0.25), ("1.024e-06", 0.75), ("+Inf", 1.0)):
+                    for step in range(3):
+                        writer.writerow([f"{1796000000 + step:.3f}", repr(float(count * part * step / 2)), call,
+                                         f"{node}:9435", "ebpf", le, node])  # fmt: skip
 
 
 def make_run(
@@ -78,8 +189,14 @@ def make_run(
     ebpf: Sequence[str] = ("off", "on"),
     repetitions: int = 2,
     skipped: Sequence[str] = (),
+    paths: Sequence[str] = PATHS,
+    override: bool = True,
 ) -> Path:
-    """A finished run under ``root``; eBPF states in ``skipped`` are noted in sweep.json instead of run."""
+    """A finished run under ``root``; eBPF states in ``skipped`` are noted in sweep.json instead of run.
+
+    With eBPF on, the target path gets the program's struct (unless not ``override``), and the exports hold the
+    counter and histogram of a program that overrode every call on it.
+    """
     run_id = "statx-20261127T150000-ab12"
     run_dir = root / run_id
     collector = "gros-1.nancy.grid5000.fr"
@@ -87,7 +204,7 @@ def make_run(
         run_id=run_id,
         playbook_path="playbooks/statx.yaml",
         playbook={"version": 1, "name": "statx", "testbed": "grid5000",
-                  "bench": {"roles": ["exporter"], "paths": ["/etc/hostname"], "iterations": 200000, "warmup": 1000,
+                  "bench": {"roles": ["exporter"], "paths": list(paths), "iterations": ITERATIONS, "warmup": WARMUP,
                             "threads": list(threads), "repetitions": repetitions, "ebpf": [*ebpf, *skipped],
                             "timeout": 300}},
         testbed="grid5000",
@@ -118,8 +235,11 @@ def make_run(
                         continue
                     path = run_dir / "bench" / key / f"{node}.json"
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    document = result_document(run_id, node, index, count, state, repetition)
+                    document = result_document(run_id, node, index, count, state, repetition, paths, override)
                     path.write_text(json.dumps(document, indent=1))
     (run_dir / "bench" / "sweep.json").write_text(json.dumps({"pairs": notes}, indent=2))
     (run_dir / "bench.csv").write_text("run_id,combination\n")
+    if "on" in ebpf and TARGET in paths:
+        per_node = repetitions * sum(target_calls(count, paths) for count in threads)
+        write_exports(run_dir, {node: float(per_node if override else 0) for node in nodes})
     return run_dir

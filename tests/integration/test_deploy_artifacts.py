@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from g5kdeploy.cli import app
-from g5kdeploy.deploy.artifacts import STATX_TARGET, STATX_TARGET_TEXT
+from g5kdeploy.payload import STATX_TARGET, STATX_TARGET_TEXT
 
 PLAYBOOK = """\
 version: 1

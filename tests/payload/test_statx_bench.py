@@ -31,11 +31,68 @@ TOP_KEYS = {
 CONFIG_KEYS = {"paths", "iterations", "threads", "warmup", "bare", "clock", "tsc_hz"}
 LATENCY_KEYS = ["min", "p50", "p90", "p99", "p999", "max"]
 STATX_KEYS = {"ok", "mask", "size", "mode", "uid", "gid", "ino", "nlink", "atime", "mtime", "ctime", "btime"}
+PER_PATH_KEYS = {"calls", "warmup_calls", "timed_calls", "sample_calls", "errors_total", "latency_ns", "histogram"}
+# Counts every statx(2) a program makes through libc's syscall(), by path, and writes them out at exit: an
+# account of the calls that does not come from statx-bench itself.
+STATX_COUNTER_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+#define SLOTS 64
+static long (*real_syscall)(long, ...);
+static char names[SLOTS][4096];
+static unsigned long counts[SLOTS];
+static int used;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+__attribute__((constructor)) static void init(void) { real_syscall = dlsym(RTLD_NEXT, "syscall"); }
+
+long syscall(long number, ...) {
+    va_list ap;
+    va_start(ap, number);
+    long a[6];
+    for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (number == SYS_statx) {
+        const char *path = (const char *)a[1];
+        pthread_mutex_lock(&lock);
+        int i = 0;
+        while (i < used && strcmp(names[i], path) != 0) i++;
+        if (i == used && used < SLOTS) snprintf(names[used++], sizeof names[0], "%s", path);
+        if (i < used) counts[i]++;
+        pthread_mutex_unlock(&lock);
+    }
+    return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+__attribute__((destructor)) static void dump(void) {
+    FILE *out = fopen(getenv("STATX_COUNTS"), "w");
+    for (int i = 0; out && i < used; i++) fprintf(out, "%lu %s\n", counts[i], names[i]);
+    if (out) fclose(out);
+}
+"""
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
     return build_statx_bench(tmp_path_factory.mktemp("statx-bench"))
+
+
+@pytest.fixture(scope="module")
+def statx_counter(tmp_path_factory) -> Path:
+    """A preload library counting statx(2) calls by path (see STATX_COUNTER_C)."""
+    directory = tmp_path_factory.mktemp("statx-counter")
+    (directory / "counter.c").write_text(STATX_COUNTER_C)
+    library = directory / "counter.so"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", "-o", library, directory / "counter.c", "-ldl"],
+                   check=True, timeout=60)  # fmt: skip
+    return library
 
 
 @pytest.fixture
@@ -126,6 +183,7 @@ def test_statx_fields_match_os_stat(bench, target):
     assert fields["ctime"]["sec"] == int(expected.st_ctime)
     assert {"sec", "nsec"} == fields["btime"].keys()
     assert fields["mask"] & 0x7FF == 0x7FF  # STATX_BASIC_STATS came back
+    assert (fields["blksize"], fields["blocks"]) == (expected.st_blksize, expected.st_blocks)
 
 
 def test_missing_path_counts_enoent(bench, tmp_path):
@@ -163,6 +221,82 @@ def test_several_paths_and_threads(bench, target, tmp_path):
     assert report["statx"][str(missing)]["ok"] is False
 
 
+def counted_run(bench: Path, counter: Path, out: Path, *args: str | os.PathLike[str]) -> tuple[dict, dict[str, int]]:
+    """statx-bench's JSON, and the statx(2) calls it made per path as the preload library counted them."""
+    counts = out / "counts.txt"
+    env = {**os.environ, "LD_PRELOAD": str(counter), "STATX_COUNTS": str(counts)}
+    result = subprocess.run([bench, *map(str, args), "--json"], check=False, capture_output=True, text=True,
+                            timeout=60, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    counted = {}
+    for line in counts.read_text().splitlines():
+        number, _, path = line.partition(" ")
+        counted[path] = int(number)
+    return json.loads(result.stdout), counted
+
+
+@pytest.mark.parametrize(
+    ("names", "threads", "warmup", "iterations"),
+    [
+        (["a"], 1, 10, 1000),
+        (["a", "b"], 1, 0, 1001),  # an odd number of calls: the first path gets one more
+        (["a", "b", "missing"], 3, 7, 2000),
+        (["a", "b", "a"], 2, 5, 700),  # a path given twice is one entry, its calls summed
+        (["a", "b", "c", "d", "e"], 2, 3, 3),  # fewer calls than paths: some paths never timed
+        (["a", "b"], 4, 1000, 2 * 256 + 3),  # several stamp batches, and one cut short
+    ],
+)
+def test_per_path_calls_are_every_statx_the_program_made(bench, statx_counter, tmp_path, names, threads, warmup,
+                                                         iterations):  # fmt: skip
+    paths = [tmp_path / name for name in names]
+    for path in paths:
+        if path.name != "missing":
+            path.write_text(path.name * 3)
+    arguments = [a for path in paths for a in ("--path", path)]
+    report, counted = counted_run(bench, statx_counter, tmp_path, *arguments, "--threads", str(threads), "--warmup",
+                                  str(warmup), "--iterations", str(iterations))  # fmt: skip
+
+    distinct = list(dict.fromkeys(map(str, paths)))
+    assert list(report["per_path"]) == distinct
+    assert counted == {path: report["per_path"][path]["calls"] for path in distinct}
+    for path in distinct:
+        entry = report["per_path"][path]
+        indices = [i for i, name in enumerate(map(str, paths)) if name == path]
+        # Every thread's call i, warm-up and timed loops alike, uses path i % len(paths).
+        timed = threads * sum(len(range(i, iterations, len(paths))) for i in indices)
+        warm = threads * sum(len(range(i, warmup, len(paths))) for i in indices)
+        assert entry.keys() >= PER_PATH_KEYS
+        assert (entry["timed_calls"], entry["warmup_calls"], entry["sample_calls"]) == (timed, warm, 1)
+        assert entry["calls"] == timed + warm + 1
+        assert sum(bucket["count"] for bucket in entry["histogram"]["buckets"]) == timed
+        assert entry["errors_total"] == (timed if path.endswith("missing") else 0)
+        latency = entry["latency_ns"]
+        if timed:
+            values = [latency[key] for key in LATENCY_KEYS]
+            assert all(value > 0 for value in values) and values == sorted(values), latency
+        else:
+            assert all(value is None for value in latency.values())
+    assert sum(entry["timed_calls"] for entry in report["per_path"].values()) == report["calls"]
+    assert_sane_timed(report, threads * iterations)  # the aggregate keeps its meaning
+
+
+def test_per_path_latency_tells_the_paths_apart(bench, target, tmp_path):
+    missing = tmp_path / "missing"
+    report = run_json(bench, "--path", target, "--path", missing, "--iterations", "4000", "--threads", "2")
+    found, failed = report["per_path"][str(target)], report["per_path"][str(missing)]
+    merged: dict[tuple[int, int], int] = {}
+    for bucket in [*found["histogram"]["buckets"], *failed["histogram"]["buckets"]]:
+        merged[(bucket["lo_ns"], bucket["hi_ns"])] = merged.get((bucket["lo_ns"], bucket["hi_ns"]), 0) + bucket["count"]
+    # The aggregate histogram is the per-path ones added up, and its extremes are theirs.
+    assert {(b["lo_ns"], b["hi_ns"]): b["count"] for b in report["histogram"]["buckets"]} == merged
+    assert report["latency_ns"]["min"] == min(found["latency_ns"]["min"], failed["latency_ns"]["min"])
+    assert report["latency_ns"]["max"] == max(found["latency_ns"]["max"], failed["latency_ns"]["max"])
+    means = found["latency_ns"]["mean"] * 4000 + failed["latency_ns"]["mean"] * 4000
+    assert report["latency_ns"]["mean"] == pytest.approx(means / 8000, rel=1e-6)
+    # A failed lookup returns before the kernel fills a struct statx: the two paths' medians differ.
+    assert failed["latency_ns"]["p50"] < found["latency_ns"]["p50"]
+
+
 def test_bare_run_only_times_the_whole_phase(bench, target):
     report = run_json(bench, "--path", target, "--iterations", "2000", "--threads", "2", "--bare")
 
@@ -174,6 +308,19 @@ def test_bare_run_only_times_the_whole_phase(bench, target):
     assert all(value is None for value in report["latency_ns"].values())
     assert report["histogram"]["buckets"] == []
     assert report["statx"][str(target)]["size"] == 1234
+    per_path = report["per_path"][str(target)]
+    assert (per_path["timed_calls"], per_path["warmup_calls"], per_path["calls"]) == (4000, 2000, 6001)
+    assert all(value is None for value in per_path["latency_ns"].values())
+    assert per_path["histogram"]["buckets"] == []
+
+
+def test_bare_run_counts_calls_per_path_like_the_timed_one(bench, statx_counter, target, tmp_path):
+    other = tmp_path / "other"
+    other.write_text("x")
+    arguments = ("--path", target, "--path", other, "--iterations", "999", "--threads", "3", "--warmup", "11")
+    report, counted = counted_run(bench, statx_counter, tmp_path, *arguments, "--bare")
+    assert counted == {str(target): 3 * (500 + 6) + 1, str(other): 3 * (499 + 5) + 1}
+    assert {path: entry["calls"] for path, entry in report["per_path"].items()} == counted
 
 
 def test_paths_are_json_escaped(bench, tmp_path):
