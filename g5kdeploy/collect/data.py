@@ -26,8 +26,6 @@ PERCENTILES = ("min", "mean", "p50", "p90", "p99", "p999", "max")
 #: One histogram bucket: [lo_ns, hi_ns) and how many calls fell in it.
 Bucket = tuple[int, int, int]
 
-#: The path whose statx(2) the eBPF program answers (TARGET_PATH in nix/ebpf/statx-override.bpf.c).
-OVERRIDE_TARGET = "/tmp/g5k-statx-target"
 #: The struct statx the program writes for it, as statx-bench reports it (``<time>.sec``/``.nsec`` for the
 #: timestamps): the FAKE_* values and the fields the program's memset leaves at 0. A test reads them back from
 #: the C source, so the two cannot drift apart.

@@ -18,7 +18,6 @@ from typing import Any
 
 from g5kdeploy.collect.data import (
     FAKE_STATX,
-    OVERRIDE_TARGET,
     BenchResult,
     CounterTotals,
     Spread,
@@ -42,6 +41,7 @@ from g5kdeploy.collect.document import (
     to_markdown,
 )
 from g5kdeploy.collect.files import deployment_ids, job_ids, read_json, read_run
+from g5kdeploy.payload import STATX_TARGET
 from g5kdeploy.results import atomic_write_text
 
 REPORT_MD = "report.md"
@@ -144,6 +144,20 @@ def _what(run: dict[str, Any], run_dir: Path) -> Section:
     return Section("What ran", [Facts(items)])
 
 
+def _vm_facts(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """On the VM testbed: how the guests ran, on which kernel, and that the eBPF exporter is our stand-in."""
+    if run.get("testbed") != "vm":
+        return []
+    local = json_object(run.get("local"))
+    kernel = str(local.get("kernel_dir") or "?")
+    return [
+        ("VM accelerator", str(local.get("accelerator") or "?")),
+        ("VM kernel", f"{Path(kernel).name} ({kernel})"),
+        ("eBPF exporter", "our stand-in for ebpf_exporter (g5kdeploy/payload/ebpf_exporter_standin.py), which reads "
+                          "ebpf_exporter's config and maps and serves its metrics; Grid'5000 runs the real one"),
+    ]  # fmt: skip
+
+
 def _where(run: dict[str, Any]) -> Section:
     jobs = job_ids(run)
     sites = sorted({str(job["site"]) for job in jobs if job["site"]})
@@ -153,6 +167,7 @@ def _where(run: dict[str, Any]) -> Section:
         ("sites", ", ".join(sites) or "none"),
         ("OAR jobs", ", ".join(f"{job['site']}/{job['uid'] if job['uid'] is not None else '?'}" for job in jobs)
          or "none"),
+        *_vm_facts(run),
     ])]  # fmt: skip
     raw_jobs = [job for job in run.get("jobs") or [] if isinstance(job, dict)]
     if raw_jobs:
@@ -362,10 +377,10 @@ def _proof(run: dict[str, Any], run_dir: Path, results: list[BenchResult], expor
     title = "Override proof"
     if not any(result.ebpf == "on" for result in results):
         return Section(title, [Paragraph(f"The override proof was not run: {_not_run(run, run_dir)}.")])
-    if not any(result.path_result(OVERRIDE_TARGET) for result in results if result.ebpf == "on"):
+    if not any(result.path_result(STATX_TARGET) for result in results if result.ebpf == "on"):
         paths = ", ".join(dict.fromkeys(entry.path for result in results for entry in result.paths)) or "none"
         return Section(title, [Paragraph(f"The override proof was not run: the benchmarked paths ({paths}) do not "
-                                         f"include the program's target path {OVERRIDE_TARGET}.")])  # fmt: skip
+                                         f"include the program's target path {STATX_TARGET}.")])  # fmt: skip
     order = _sweep_order(run)
     overrides = counter_totals(exports.get(OVERRIDE_EXPORT) or run_dir / "exports" / f"{OVERRIDE_EXPORT}.csv")
     latencies = counter_totals(exports.get(LATENCY_EXPORT) or run_dir / "exports" / f"{LATENCY_EXPORT}.csv")
@@ -382,7 +397,7 @@ def _proof(run: dict[str, Any], run_dir: Path, results: list[BenchResult], expor
     failed = [f"{proof.node} ({_unproven(proof)})" for proof in proofs if not proof.proven]
     verdict += f"; not on {'; '.join(failed)}." if failed else "."
     note = Paragraph(
-        f"Per node: (i) with eBPF on, statx on {OVERRIDE_TARGET} returned the program's struct "
+        f"Per node: (i) with eBPF on, statx on {STATX_TARGET} returned the program's struct "
         f"({_fake_text()}) and every other path its real values (those it returned with eBPF off); (ii) with eBPF "
         "off after an eBPF-on combination (the program detached), the target path returned its real values again; "
         f"(iii) the override counter (exports/{OVERRIDE_EXPORT}.csv, outcome overridden, its total over the run) "
@@ -447,14 +462,14 @@ def _check_fake(on: list[BenchResult], off: list[BenchResult]) -> Check:
         return Check(UNMEASURED, "no eBPF-on result on this node")
     problems: list[str] = []
     gaps: list[str] = []
-    answers = [(result.key, _answer(result, OVERRIDE_TARGET)) for result in on]
+    answers = [(result.key, _answer(result, STATX_TARGET)) for result in on]
     if absent := [key for key, answer in answers if answer is None]:
-        problems.append(f"no answer for {OVERRIDE_TARGET} in {_few(absent, 3)}")
+        problems.append(f"no answer for {STATX_TARGET} in {_few(absent, 3)}")
     wrong = [(key, answer) for key, answer in answers if answer is not None and not answer.is_fake]
-    problems += [f"{OVERRIDE_TARGET} returned its own answer ({answer.describe()}) in {key}, not the program's "
+    problems += [f"{STATX_TARGET} returned its own answer ({answer.describe()}) in {key}, not the program's "
                  "struct" for key, answer in wrong[:3]]  # fmt: skip
-    passed = [f"{OVERRIDE_TARGET} returned the program's struct in {len(on)} of {len(on)} results"]
-    others = dict.fromkeys(entry.path for result in on for entry in result.paths if entry.path != OVERRIDE_TARGET)
+    passed = [f"{STATX_TARGET} returned the program's struct in {len(on)} of {len(on)} results"]
+    others = dict.fromkeys(entry.path for result in on for entry in result.paths if entry.path != STATX_TARGET)
     for path in others:
         reference = {answer.identity(): answer for result in off if (answer := _answer(result, path))}
         seen = [(result.key, answer) for result in on if (answer := _answer(result, path))]
@@ -483,21 +498,21 @@ def _check_detach(on: list[BenchResult], off: list[BenchResult], order: Callable
     if not after:
         return Check(UNMEASURED, "no eBPF-off combination ran after an eBPF-on one on this node")
     before = {answer.identity(): answer for result in off if order(result) < first_on
-              and (answer := _answer(result, OVERRIDE_TARGET))}  # fmt: skip
-    answers = [(result.key, answer) for result in after if (answer := _answer(result, OVERRIDE_TARGET))]
+              and (answer := _answer(result, STATX_TARGET))}  # fmt: skip
+    answers = [(result.key, answer) for result in after if (answer := _answer(result, STATX_TARGET))]
     if not answers:
-        return Check(UNMEASURED, f"no answer for {OVERRIDE_TARGET} in the eBPF-off results after an eBPF-on one")
+        return Check(UNMEASURED, f"no answer for {STATX_TARGET} in the eBPF-off results after an eBPF-on one")
     if faked := [key for key, answer in answers if answer.is_fake]:
-        return Check(FAIL, f"{OVERRIDE_TARGET} still returned the program's struct in {_few(faked, 3)}, after the "
+        return Check(FAIL, f"{STATX_TARGET} still returned the program's struct in {_few(faked, 3)}, after the "
                            "program was detached")  # fmt: skip
     if before and (changed := [(key, answer) for key, answer in answers if answer.identity() not in before]):
         key, answer = changed[0]
-        return Check(FAIL, f"{OVERRIDE_TARGET} returned {answer.describe()} in {key}, before the first attach "
+        return Check(FAIL, f"{STATX_TARGET} returned {answer.describe()} in {key}, before the first attach "
                            f"{next(iter(before.values())).describe()}")  # fmt: skip
     same = ", the same as before the first attach" if before else ""
     return Check(
         PASS,
-        f"{OVERRIDE_TARGET} returned its real values again ({answers[0][1].describe()}) in "
+        f"{STATX_TARGET} returned its real values again ({answers[0][1].describe()}) in "
         f"{len(answers)} eBPF-off result{'s' if len(answers) != 1 else ''} after an eBPF-on one{same}",
     )
 
@@ -505,7 +520,7 @@ def _check_detach(on: list[BenchResult], off: list[BenchResult], order: Callable
 def _check_counter(node: str, on: list[BenchResult], totals: CounterTotals | None) -> Check:
     if not on:
         return Check(UNMEASURED, "no eBPF-on result on this node")
-    calls = [entry.calls if (entry := result.path_result(OVERRIDE_TARGET)) else None for result in on]
+    calls = [entry.calls if (entry := result.path_result(STATX_TARGET)) else None for result in on]
     if any(count is None for count in calls):
         return Check(UNMEASURED, "statx-bench gave no per-path call counts (a version before them)")
     expected = sum(count for count in calls if count is not None)
@@ -517,7 +532,7 @@ def _check_counter(node: str, on: list[BenchResult], totals: CounterTotals | Non
         by_outcome[labels.get("outcome", "")] = by_outcome.get(labels.get("outcome", ""), 0.0) + total
     failures = {outcome: round(by_outcome.get(outcome, 0.0)) for outcome in FAILED_OUTCOMES}
     failed_text = ", ".join(f"{outcome} {count:,}" for outcome, count in failures.items())
-    calls_text = (f"{expected:,} statx calls on {OVERRIDE_TARGET} in {len(on)} eBPF-on results (warm-up and sample "
+    calls_text = (f"{expected:,} statx calls on {STATX_TARGET} in {len(on)} eBPF-on results (warm-up and sample "
                   "calls included)")  # fmt: skip
     if "overridden" not in by_outcome:
         return Check(FAIL, f"no overridden counter for this node, for {calls_text}")
@@ -546,9 +561,18 @@ def _check_histogram(node: str, totals: CounterTotals | None) -> Check:
 def _node_series(totals: CounterTotals | None, node: str, export: str) -> CounterTotals | Check:
     if totals is None:
         return Check(UNMEASURED, f"no exports/{export}.csv")
-    if totals and not any(labels.get("node") for labels, _ in totals):
-        return Check(UNMEASURED, f"exports/{export}.csv has no node label")
-    return [(labels, total) for labels, total in totals if labels.get("node") == node]
+    if totals and not any(_scraped_node(labels) for labels, _ in totals):
+        return Check(UNMEASURED, f"exports/{export}.csv has neither a node nor an instance label")
+    return [(labels, total) for labels, total in totals if _scraped_node(labels) in (node, node.split(".", 1)[0])]
+
+
+def _scraped_node(labels: dict[str, str]) -> str | None:
+    """The node a series was scraped from: its ``node`` label (the agent's Prometheus configurations), else the
+    host of its ``instance`` (NixOS' collector on Grid'5000 labels targets ``<host>:<port>`` only)."""
+    if labels.get("node"):
+        return labels["node"]
+    instance = labels.get("instance") or ""
+    return instance.rsplit(":", 1)[0] or None
 
 
 def _plots(plots: Sequence[Path], run_dir: Path) -> Section:

@@ -40,6 +40,22 @@ GUEST_EXPORTER_PORT = 9435
 ATTACH_TENTHS = 1200
 
 
+#: What libbpf or the verifier says when the kernel lacks an option the program needs, and that option. Kconfig
+#: checks catch an option that the configuration dropped; this names one that was never asked for.
+MISSING_OPTION_SIGNS = (
+    ("unknown func bpf_override_return", "BPF_KPROBE_OVERRIDE"),
+    ("kernel BTF is missing", "DEBUG_INFO_BTF"),
+    ("failed to create kprobe", "KPROBES and KPROBE_EVENTS"),
+    ("unknown func bpf_probe_write_user", "BPF_EVENTS"),
+)
+
+
+def missing_option(lines: tuple[str, ...]) -> str | None:
+    """The kernel option whose absence the loader's messages show, if they show one."""
+    text = "\n".join(lines)
+    return next((option for sign, option in MISSING_OPTION_SIGNS if sign in text), None)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -201,6 +217,8 @@ class ArtifactsMethod:
                 continue
             lines = tuple(result.stderr.strip().splitlines()[-25:])
             why = " | ".join(lines[-4:]) or result.error or f"exit code {result.exit_code}"
+            if option := missing_option(lines):
+                why += f" (the VM kernel lacks CONFIG_{option}: keep it in nix/kernel-options.json)"
             outcomes[node] = BootOutcome(
                 ok=False, reason=f"the eBPF programs did not load and attach (stand-in for ebpf_exporter): {why}",
                 log=lines,

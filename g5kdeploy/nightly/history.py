@@ -12,16 +12,14 @@ reader sees why a series restarts instead of guessing at a missing change point.
 
 from __future__ import annotations
 
-import csv
 import itertools
-import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.collect.data import BenchResult, group, json_object, load_results
+from g5kdeploy.collect.data import BenchResult, counter_totals, group, json_object, load_results
 from g5kdeploy.collect.files import read_json, read_run
 from g5kdeploy.log import get_logger
 from g5kdeploy.results import RUN_FILE
@@ -271,29 +269,11 @@ def _values(results: Sequence[BenchResult]) -> dict[Combination, dict[str, list[
 
 
 def read_override_total(path: Path) -> float | None:
-    """The last value of every ``outcome="overridden"`` series of the export, summed over the series (one per
-    exporter node); None when the file or such a series is missing (collect failed, or eBPF never ran)."""
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-    last: dict[tuple[tuple[str, str], ...], tuple[float, float]] = {}
-    for row in rows:
-        if row.get("outcome") != OVERRIDDEN:
-            continue
-        try:
-            timestamp, value = float(row["timestamp"]), float(row["value"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if not math.isfinite(value):
-            continue
-        labels = tuple(sorted((name, text or "") for name, text in row.items() if name not in ("timestamp", "value")))
-        if labels not in last or timestamp >= last[labels][0]:
-            last[labels] = (timestamp, value)
-    if not last:
-        return None
-    return sum(value for _, value in last.values())
+    """The run's total of every ``outcome="overridden"`` series of the export (one per exporter node, exporter
+    restarts counted), summed; None when the file or such a series is missing (collect failed, eBPF never ran)."""
+    totals = counter_totals(path)
+    overridden = [total for labels, total in totals or [] if labels.get("outcome") == OVERRIDDEN]
+    return sum(overridden) if overridden else None
 
 
 def build_series(history: Sequence[RunSummary], metrics: Sequence[str]) -> list[Series]:

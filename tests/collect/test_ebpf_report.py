@@ -3,6 +3,7 @@ as a reader sees them in report.md, on run directories built by hand (tests/coll
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from g5kdeploy.collect import load_results, write_report
-from g5kdeploy.collect.data import FAKE_STATX, OVERRIDE_TARGET, counter_totals
+from g5kdeploy.collect.data import FAKE_STATX, counter_totals
 from g5kdeploy.collect.plots import plot_ebpf
+from g5kdeploy.payload import STATX_TARGET
 from tests.collect.conftest import assert_png
 from tests.collect.runs import (
     FAKE_ANSWER,
@@ -188,6 +190,26 @@ def test_the_counter_total_survives_an_exporter_restart(run_dir):
     assert "Verdict: the override is proven on 2 of 2 nodes." in report(run_dir)
 
 
+def test_exports_labelled_by_instance_only_are_matched_to_their_node(run_dir):
+    # NixOS' collector on Grid'5000 scrapes "<host>:9435" targets without a node label (nix/modules/collector.nix).
+    for export in ("statx_override", "statx_latency"):
+        path = run_dir / "exports" / f"{export}.csv"
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        with path.open("w", newline="") as handle:
+            names = [name for name in rows[0] if name != "node"]
+            writer = csv.DictWriter(handle, fieldnames=names, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                short = row["node"] if row["node"] == NODES[0] else row["node"].split(".")[0]
+                writer.writerow({**row, "instance": f"{short}:9435"})
+    text = report(run_dir)
+    assert "Verdict: the override is proven on 2 of 2 nodes." in text
+    (run_dir / "exports" / "statx_latency.csv").write_text("timestamp,value,le\n1.0,5.0,+Inf\n")
+    row = proof_row(report(run_dir), NODES[0])
+    assert row[4] == "not measured: exports/statx_latency.csv has neither a node nor an instance label"
+
+
 def test_counter_totals_of_a_missing_or_odd_export(tmp_path):
     assert counter_totals(tmp_path / "nowhere.csv") is None
     odd = tmp_path / "odd.csv"
@@ -271,7 +293,7 @@ def test_results_carry_each_paths_calls_and_answer(run_dir):
 
 
 def test_the_programs_struct_is_the_one_in_the_bpf_source():
-    """FAKE_STATX and OVERRIDE_TARGET say what statx-override.bpf.c writes: read back from the C source."""
+    """FAKE_STATX and STATX_TARGET say what statx-override.bpf.c writes: read back from the C source."""
     source = BPF_SOURCE.read_text()
     defines = dict(re.findall(r"^#define (\w+) (.+?)(?:\s*/\*.*)?$", source, re.M))
 
@@ -283,7 +305,7 @@ def test_the_programs_struct_is_the_one_in_the_bpf_source():
         )
         return int(eval(python, {"__builtins__": {}}))  # a C constant expression from our own source
 
-    assert defines["TARGET_PATH"] == f'"{OVERRIDE_TARGET}"'
+    assert defines["TARGET_PATH"] == f'"{STATX_TARGET}"'
     assigned = {f"{m[1].removeprefix('stx_')}{'.sec' if m[2] else ''}": value(m[3])
                 for m in re.finditer(r"^\s*fake\.(stx_\w+?)(\.tv_sec)?\s*=\s*(.+?);", source, re.M)}  # fmt: skip
     assert assigned, "no assignment to the fake struct found"

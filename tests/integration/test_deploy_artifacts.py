@@ -137,8 +137,3 @@ def test_dry_run_prints_readable_yaml_and_deploy_creates_the_override_target(res
     target.unlink(missing_ok=True)
     assert g5k("deploy", run_id).exit_code == 0
     assert target.read_text() == STATX_TARGET_TEXT
-
-
-def test_the_override_target_is_the_one_compiled_into_the_ebpf_program():
-    source = (Path(__file__).resolve().parents[2] / "nix" / "ebpf" / "statx-override.bpf.c").read_text()
-    assert f'#define TARGET_PATH "{STATX_TARGET}"' in source

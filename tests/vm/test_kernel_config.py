@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from g5kdeploy.deploy.artifacts import missing_option
 from g5kdeploy.errors import KernelConfigError
 from g5kdeploy.tools.kernel import (
     KernelSource,
@@ -23,6 +24,9 @@ from g5kdeploy.tools.kernel import (
     kernel_options,
     required_options,
 )
+
+#: Unpacking the kernel source and configuring it twice: a minute or two on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +76,22 @@ def test_the_cache_key_follows_every_input():
     assert key != cache_key(KernelSource(source.tarball, source.package, "2"), fragment)
     assert key != cache_key(source, fragment + "CONFIG_X=y\n")
     assert key != cache_key(source, config_fragment({**kernel_options(), "NET_SCHED": "y"}))
+
+
+@pytest.mark.parametrize(
+    ("message", "option"),
+    [
+        ("5: (85) call bpf_override_return#58\nunknown func bpf_override_return#58", "BPF_KPROBE_OVERRIDE"),
+        (
+            "libbpf: kernel BTF is missing at '/sys/kernel/btf/vmlinux', was CONFIG_DEBUG_INFO_BTF enabled?",
+            "DEBUG_INFO_BTF",
+        ),
+        ("libbpf: prog 'statx_enter': failed to create kprobe '__x64_sys_statx+0x0' perf event: -2", "KPROBES"),
+    ],
+)
+def test_an_option_never_asked_for_is_named_when_the_program_cannot_attach(message, option):
+    assert option in (missing_option(tuple(message.splitlines())) or "")
+
+
+def test_an_ordinary_refusal_names_no_option():
+    assert missing_option(("R0 invalid mem access 'map_value_or_null'",)) is None
