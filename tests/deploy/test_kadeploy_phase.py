@@ -29,7 +29,7 @@ import pytest
 
 from g5kdeploy.clock import Clock
 from g5kdeploy.credentials import Endpoint
-from g5kdeploy.deploy.base import EXPORTER_PORT, kernel_options
+from g5kdeploy.deploy.base import EXPORTER_PORT
 from g5kdeploy.errors import DeployError
 from g5kdeploy.phases.deploy import DeploySummary, run_deploy
 from g5kdeploy.results import NodeAccess, RunRecord, RunStore
@@ -38,6 +38,7 @@ from g5kdeploy.simulator.server import SimServer
 from g5kdeploy.testbeds import base as testbeds
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.loopback import LoopbackNodes, start_nodes, stop_nodes
+from g5kdeploy.tools.kernel import kernel_options
 from tests.deploy.common import KEY, deploy_job
 
 ENVIRONMENT = "http://public.nancy.grid5000.fr/~jdoe/statx.yaml"
