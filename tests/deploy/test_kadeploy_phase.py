@@ -127,6 +127,12 @@ class StandinTestbed:
             known_hosts=str(self.loop.known_hosts),
         )
 
+    def experiment_kernel(self, record: RunRecord) -> None:  # Grid'5000's nodes boot Nix's kernel
+        return None
+
+    def ebpf_nodes(self, record: RunRecord) -> list[str]:
+        return []
+
 
 class StandinExporterHandler(BaseHTTPRequestHandler):
     """A stand-in ebpf_exporter's /metrics: our program enabled and attached."""
