@@ -219,9 +219,11 @@ class ArtifactsMethod:
             why = " | ".join(lines[-4:]) or result.error or f"exit code {result.exit_code}"
             if option := missing_option(lines):
                 why += f" (the VM kernel lacks CONFIG_{option}: keep it in nix/kernel-options.json)"
+            # Exit 3: the stand-in stopped (the verifier or libbpf refused): the same program on the same kernel
+            # is refused again, so the node is not retried; a time-out (4) or a lost connection may be retried.
             outcomes[node] = BootOutcome(
                 ok=False, reason=f"the eBPF programs did not load and attach (stand-in for ebpf_exporter): {why}",
-                log=lines,
+                log=lines, retriable=result.exit_code != 3,
             )  # fmt: skip
 
     def expectation(self, context: DeployContext) -> Expectation:

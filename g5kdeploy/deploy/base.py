@@ -64,6 +64,8 @@ class BootOutcome:
     ok: bool
     reason: str | None = None
     log: tuple[str, ...] = ()
+    #: False when trying again cannot help (the verifier refused the program): the node is not retried.
+    retriable: bool = True
 
 
 class DeployMethod(Protocol):

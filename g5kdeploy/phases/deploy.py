@@ -153,7 +153,8 @@ def _rounds(
             state.log_tail = list(outcome.log[-20:])
             notify(node, f"failed: {state.reason}", state.attempts)
             log.warning("node not deployed", node=node, attempt=state.attempts, reason=state.reason)
-            still.append(node)
+            if outcome.retriable:
+                still.append(node)
         context.store.save(context.record)
         todo = still
 

@@ -26,6 +26,9 @@ class SimConfig:
     trust_user_header: bool = False
     # Simulated seconds before the scheduler first sees a waiting job (gives it `scheduled_at` and nodes).
     prediction_delay: float = 0.0
+    # The simulated time (epoch seconds) when the simulator starts; default: the wall clock's. A test that
+    # depends on the time of day (usage-policy windows) pins it.
+    start: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""

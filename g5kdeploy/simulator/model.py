@@ -60,7 +60,7 @@ class Simulator:
         with self._lock:
             if saved is None:
                 real = time.time()
-                self.clock = ScaledClock(real, real, config.speed)
+                self.clock = ScaledClock(real, real if config.start is None else config.start, config.speed)
                 self._processed = self.clock.now()
                 self._fill_all(self._processed)
             else:

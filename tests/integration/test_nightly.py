@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from g5kdeploy.cli import app
 from g5kdeploy.errors import ReservationError
 from g5kdeploy.nightly.regression import EXIT_NOT_ENOUGH_HISTORY
 from g5kdeploy.phases.nightly import run_nightly
-from g5kdeploy.playbook import parse_playbook
+from g5kdeploy.playbook import PARIS, parse_playbook
 from g5kdeploy.results import RunStore
 from g5kdeploy.simulator import SimConfig, serve_in_thread
 from g5kdeploy.testbeds import Grid5000Testbed
@@ -39,7 +40,10 @@ nightly:
 def fast(agent_env):
     # Ten simulated minutes a second: tonight's slot is at most 10 h (one minute) away, and a slot that starts
     # now is pushed back by 3 wall seconds (30 simulated minutes) for the agent to submit.
-    with serve_in_thread(SimConfig(speed=600, launch_seconds=5, seed=4)) as server:
+    # A Tuesday afternoon in Paris, whenever the test runs: tonight's window is five simulated hours away and
+    # lasts the whole test, where the wall clock's time of day could put a call at the end of a window.
+    tuesday = datetime(2026, 12, 8, 14, 0, tzinfo=PARIS).timestamp()
+    with serve_in_thread(SimConfig(speed=600, launch_seconds=5, seed=4, start=tuesday)) as server:
         yield server, {**agent_env, "G5K_API_URL": server.url}
 
 
