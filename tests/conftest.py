@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,34 @@ def playbook_text(*, nodes: int = 2, extra: str = "", site: str = "nancy", clust
         f"  site: {site}\n  roles:\n    collector: {{nodes: 1, cluster: {cluster}}}\n"
         f"    exporter: {{nodes: {nodes}, cluster: {cluster}}}\n  walltime: 1:00\n  max_wait: 0:05\n{extra}"
     )
+
+
+# The VM testbed's kernel takes minutes to build on a cold machine (CI): when VM tests are selected, its build
+# starts in the background as the session starts, on CPU the other tests leave idle, into the cache the VM
+# tests use (builds of one kernel are serialised: the first VM test waits for this one if it is not done).
+_KERNEL_BUILD: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    if any(Path(str(item.fspath)).parent.name == "vm" for item in items) and not _KERNEL_BUILD:
+        # Its output is not needed: a build that fails here fails again, with its message, in the first VM test.
+        _KERNEL_BUILD["process"] = subprocess.Popen(
+            [sys.executable, "-m", "g5kdeploy", "vm", "kernel"],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    process = _KERNEL_BUILD.pop("process", None)
+    if process is not None and process.poll() is None:
+        # Ctrl-C, not SIGKILL: the build stops make and its compilers and leaves nothing in the cache.
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

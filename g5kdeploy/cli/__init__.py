@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from g5kdeploy import __version__
-from g5kdeploy.cli import bench, collect, deploy, jobs, nightly, run
+from g5kdeploy.cli import bench, collect, deploy, jobs, nightly, run, vm
 from g5kdeploy.cli.common import CURRENT, Settings
 from g5kdeploy.log import configure
 from g5kdeploy.simulator import cli as simulator_cli
@@ -63,6 +63,7 @@ deploy.register(app)
 bench.register(app)
 collect.register(app)
 nightly.register(app)
+app.add_typer(vm.app, name="vm", help="The VM testbed's tools (its kernel).")
 app.add_typer(simulator_cli.app, name="sim", help="A local Grid'5000 API simulator.")
 
 

@@ -16,6 +16,7 @@ its compilers, a process group of their own) are stopped before the error goes u
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,11 @@ def ensure_kernel(
     jobs: int | None = None,
     timeout: float = BUILD_TIMEOUT,
 ) -> BuiltKernel:
-    """The experiment's kernel from the cache, or built (configure, check, build) and cached first."""
+    """The experiment's kernel from the cache, or built (configure, check, build) and cached first.
+
+    Builds of one key are serialised (a lock file per key): a second run that needs the same kernel while it
+    is being built waits for it, then finds it in the cache, rather than building it twice.
+    """
     source = debian_source()
     fragment = config_fragment(options)
     cache = cache or cache_root()
@@ -164,6 +169,41 @@ def ensure_kernel(
     _require_tools()
     progress = on_progress or (lambda _step, _done, _total: None)
     deadline = time.monotonic() + timeout
+    with _build_lock(cache, key, progress, deadline=deadline):
+        if (found := cached_kernel(cache, key)) is not None:
+            log.info("kernel built meanwhile by another run", release=found.release)
+            return found
+        _build_into_cache(source, fragment, cache, key, progress, jobs=jobs or os.cpu_count() or 1, deadline=deadline)
+    built = cached_kernel(cache, key)
+    assert built is not None
+    log.info("kernel built", release=built.release, directory=str(built.directory))
+    return built
+
+
+@contextlib.contextmanager
+def _build_lock(cache: Path, key: str, progress: OnProgress, *, deadline: float) -> Iterator[None]:
+    (cache / "locks").mkdir(parents=True, exist_ok=True)
+    with (cache / "locks" / f"{key}.lock").open("a") as handle:
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    progress("waiting for another build of this kernel", 0, None)
+                    told = True
+                _left(deadline)
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_into_cache(
+    source: KernelSource, fragment: str, cache: Path, key: str, progress: OnProgress, *, jobs: int, deadline: float
+) -> None:
     (cache / "kernels").mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache / "kernels"))
     try:
@@ -172,18 +212,13 @@ def ensure_kernel(
         tree = scratch / source.tarball.name.removesuffix(".tar.xz")
         progress("configuring", 0, None)
         configure(tree, fragment, deadline=deadline)
-        _build(tree, jobs or os.cpu_count() or 1, progress, deadline=deadline)
+        _build(tree, jobs, progress, deadline=deadline)
         progress("extracting BTF and vmlinux.h", EXPECTED_OBJECTS, EXPECTED_OBJECTS)
         entry = _collect(tree, scratch / "entry", deadline=deadline)
-        target = cache / "kernels" / key
         # The one step that makes it a cache entry: a half-built kernel is never found by cached_kernel.
-        entry.rename(target)
+        entry.rename(cache / "kernels" / key)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    built = cached_kernel(cache, key)
-    assert built is not None
-    log.info("kernel built", release=built.release, directory=str(built.directory))
-    return built
 
 
 def configure(tree: Path, fragment: str, *, deadline: float) -> None:

@@ -16,7 +16,7 @@ from tests.integration.test_reserve import hog
 COMMANDS = [
     ["run"], ["reserve"], ["deploy"], ["bench"], ["collect"], ["verify"], ["release"], ["status"],
     ["snapshot", "serve"], ["nightly", "plan"], ["nightly", "run"], ["nightly", "check"], ["nightly", "install"],
-    ["sim", "serve"],
+    ["sim", "serve"], ["vm", "kernel"],
 ]  # fmt: skip
 
 

@@ -5,17 +5,19 @@ These run the kernel's own configuration tools on Debian's linux-source-6.1 (no 
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import pytest
 
 from g5kdeploy.deploy.artifacts import missing_option
-from g5kdeploy.errors import KernelConfigError
+from g5kdeploy.errors import DeadlineExceeded, KernelConfigError
 from g5kdeploy.tools.kernel import (
     KernelSource,
     cache_key,
     check_config,
     config_fragment,
+    debian_source,
     ensure_kernel,
     kernel_options,
     required_options,
@@ -77,3 +79,16 @@ def test_an_option_never_asked_for_is_named_when_the_program_cannot_attach(messa
 
 def test_an_ordinary_refusal_names_no_option():
     assert missing_option(("R0 invalid mem access 'map_value_or_null'",)) is None
+
+
+def test_a_second_build_of_one_kernel_waits_for_the_first(tmp_path):
+    cache = tmp_path / "cache"
+    key = cache_key(debian_source(), config_fragment())
+    (cache / "locks").mkdir(parents=True)
+    steps: list[str] = []
+    with (cache / "locks" / f"{key}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run is building this kernel
+        with pytest.raises(DeadlineExceeded):
+            ensure_kernel(cache=cache, timeout=1.5, on_progress=lambda step, _done, _total: steps.append(step))
+    assert steps == ["waiting for another build of this kernel"]
+    assert not (cache / "kernels").exists()
