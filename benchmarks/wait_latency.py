@@ -29,11 +29,11 @@ from pathlib import Path
 
 import grid5000
 
-from g5kdeploy.clock import ScaledClock
-from g5kdeploy.phases.reserve import create_run, reserve
 from g5kdeploy.playbook import PARIS, parse_playbook
+from g5kdeploy.reserve.phase import create_run, reserve
 from g5kdeploy.results import RunStore
 from g5kdeploy.simulator import SimConfig, SimServer, serve_in_thread
+from g5kdeploy.simulator.clock import ScaledClock
 from g5kdeploy.testbeds import Grid5000Testbed
 
 LEAD = 7200.0

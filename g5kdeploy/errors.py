@@ -10,6 +10,10 @@
     ├── ReservationError          exit 1  a job ended early, was refused, or would start too late
     ├── DeadlineExceeded          exit 1  a wait ran out of time
     ├── DeployError               exit 1  too few nodes came up on the experiment's system
+    ├── RemoteError               exit 1  an SSH operation could not be made at all
+    ├── PrometheusError           exit 1  Prometheus refused a query or a snapshot, or could not be reached
+    ├── CollectError              exit 1  the run's data could not be brought back
+    ├── IncompleteRun             exit 1  the pipeline went to the end with measurements missing
     ├── TestbedError              exit 1  the local testbed could not start or stop a part
     │   └── KernelConfigError     exit 1  an option the experiment needs did not survive the kernel's configuration
     └── ToolError                 exit 1  an external program (make, clang, vng...) failed or ran out of time
@@ -81,3 +85,26 @@ class ToolError(G5kError):
     def __init__(self, message: str, *, command: list[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.command = command
+
+
+class CollectError(G5kError):
+    """The run's data could not be brought back from the collector."""
+
+
+class RemoteError(G5kError):
+    """An SSH operation could not be made at all (bad arguments, no connection, a refused host key)."""
+
+
+class PrometheusError(G5kError):
+    """Prometheus answered with an error (bad PromQL, admin API disabled, ...) or could not be reached."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, error_type: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.error_type = error_type
+
+
+class IncompleteRun(G5kError):
+    """The pipeline went to the end, but some measurements are missing."""

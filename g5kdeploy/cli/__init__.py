@@ -9,10 +9,9 @@ import typer
 from typer.core import TyperGroup
 
 from g5kdeploy import __version__
-from g5kdeploy.cli import bench, collect, deploy, jobs, nightly, run, vm
+from g5kdeploy.cli import bench, collect, deploy, jobs, nightly, run, sim, vm
 from g5kdeploy.cli.common import CURRENT, Settings
 from g5kdeploy.log import configure
-from g5kdeploy.simulator import cli as simulator_cli
 
 #: The top-level options, with whether each takes a value: accepted after the subcommand too.
 GLOBAL_OPTIONS = {"--results-dir": True, "--log-json": False, "--verbose": False, "-v": False}
@@ -64,7 +63,7 @@ bench.register(app)
 collect.register(app)
 nightly.register(app)
 app.add_typer(vm.app, name="vm", help="The VM testbed's tools (its kernel).")
-app.add_typer(simulator_cli.app, name="sim", help="A local Grid'5000 API simulator.")
+app.add_typer(sim.app, name="sim", help="A local Grid'5000 API simulator.")
 
 
 def _version(value: bool) -> None:

@@ -15,9 +15,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from g5kdeploy.bench.phase import BenchSummary, run_bench
 from g5kdeploy.cli.common import handle_errors, print_json, settings
 from g5kdeploy.errors import G5kError
-from g5kdeploy.phases.bench import BenchSummary, run_bench
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
 

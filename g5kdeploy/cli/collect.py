@@ -13,8 +13,8 @@ from rich.status import Status
 
 from g5kdeploy.cli.common import handle_errors, print_json, settings
 from g5kdeploy.collect.manifest import verify_manifest
+from g5kdeploy.collect.phase import run_collect
 from g5kdeploy.errors import ConfigError, G5kError
-from g5kdeploy.phases.collect import run_collect
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
 from g5kdeploy.tools.prometheus import serve_snapshot, stop_served

@@ -17,8 +17,8 @@ from rich.markup import escape
 from g5kdeploy.credentials import resolve_endpoint
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.log import get_logger, redact
-from g5kdeploy.phases.reserve import create_run
 from g5kdeploy.playbook import LOCAL_TESTBEDS, Playbook, load_playbook
+from g5kdeploy.reserve.phase import create_run
 from g5kdeploy.results import RunRecord, RunStore
 
 log = get_logger("g5k")

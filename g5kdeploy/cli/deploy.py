@@ -9,7 +9,7 @@ import yaml
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from g5kdeploy.cli.common import handle_errors, print_json, settings
-from g5kdeploy.phases.deploy import DeploySummary, run_deploy
+from g5kdeploy.deploy.phase import DeploySummary, run_deploy
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
 

@@ -12,8 +12,8 @@ from rich.table import Table
 from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings, start_or_resume
 from g5kdeploy.cli.progress import job_line
 from g5kdeploy.errors import ConfigError, G5kError
-from g5kdeploy.phases.release import release_run
-from g5kdeploy.phases.reserve import reserve
+from g5kdeploy.pipeline import release
+from g5kdeploy.reserve.phase import reserve
 from g5kdeploy.results import JobEntry, RunRecord
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
@@ -81,7 +81,7 @@ def release_command(
     for record in records:
         testbed = testbed_for(record.testbed)
         with store.locked(record.run_id), Status(f"releasing {record.run_id}", console=state.err):
-            outcome = release_run(record, store, testbed)
+            outcome = release(record, store, testbed)
         lines = list(outcome.messages)
         if outcome.stopped:
             lines.append(f"stopped {outcome.stopped} local daemon{'s' if outcome.stopped != 1 else ''}")

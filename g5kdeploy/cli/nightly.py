@@ -22,8 +22,8 @@ from g5kdeploy.nightly.install import (
     uninstall_cron,
     uninstall_systemd,
 )
+from g5kdeploy.nightly.phase import PlannedJob, check, plan_nightly, require_nightly, run_nightly
 from g5kdeploy.nightly.regression import EXIT_OK, EXIT_REGRESSION, Report
-from g5kdeploy.phases.nightly import PlannedJob, check, plan_nightly, require_nightly, run_nightly
 from g5kdeploy.playbook import load_playbook
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from g5kdeploy.phases.pipeline import Watchers
+from g5kdeploy.pipeline import Watchers
 from g5kdeploy.results import JobEntry
 from g5kdeploy.walltime import format_duration
 

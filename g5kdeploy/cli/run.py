@@ -9,8 +9,8 @@ import typer
 
 from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings, start_or_resume
 from g5kdeploy.cli.progress import PipelineDisplay
-from g5kdeploy.phases.pipeline import PipelineOutcome, run_pipeline
-from g5kdeploy.phases.release import Released
+from g5kdeploy.pipeline import PipelineOutcome, run_pipeline
+from g5kdeploy.reserve.release import Released
 from g5kdeploy.results import RunRecord
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from g5kdeploy.remote.results import CommandResult, RemoteError, TransferResult
+from g5kdeploy.errors import RemoteError
+from g5kdeploy.remote.results import CommandResult, TransferResult
 from g5kdeploy.remote.ssh import SshRunner
 
 __all__ = ["CommandResult", "RemoteError", "SshRunner", "TransferResult"]

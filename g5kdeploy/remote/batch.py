@@ -21,8 +21,9 @@ from pathlib import Path
 from execo import Process
 from execo.process import ProcessBase
 
+from g5kdeploy.errors import RemoteError
 from g5kdeploy.process import is_running
-from g5kdeploy.remote.results import SSH_CONNECTION_FAILED, Outcome, RemoteError
+from g5kdeploy.remote.results import SSH_CONNECTION_FAILED, Outcome
 
 # Waits (at most the given seconds) for the operation started on a set of hosts, and says how each ended.
 Collector = Callable[[float], dict[str, Outcome]]

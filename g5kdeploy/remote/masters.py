@@ -18,8 +18,7 @@ from pathlib import Path
 
 from execo import Process
 
-from g5kdeploy.errors import ConfigError
-from g5kdeploy.remote.results import RemoteError
+from g5kdeploy.errors import ConfigError, RemoteError
 
 # sockaddr_un.sun_path is 108 bytes with its NUL; %C expands to 40 hex digits.
 UNIX_PATH_MAX = 107

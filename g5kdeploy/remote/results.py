@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from g5kdeploy.errors import G5kError
-
 # What ssh exits with when the connection, not the remote command, failed.
 SSH_CONNECTION_FAILED = 255
-
-
-class RemoteError(G5kError):
-    """An SSH operation could not be made at all (bad arguments, no connection, a refused host key)."""
 
 
 @dataclass(frozen=True)

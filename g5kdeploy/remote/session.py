@@ -16,7 +16,7 @@ from pathlib import Path
 import fabric
 import paramiko
 
-from g5kdeploy.remote.results import RemoteError
+from g5kdeploy.errors import RemoteError
 
 CONNECT_TIMEOUT = 10.0
 FORWARD_READY_TIMEOUT = 5.0

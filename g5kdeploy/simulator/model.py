@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from g5kdeploy.clock import ScaledClock
 from g5kdeploy.simulator import walltime
 from g5kdeploy.simulator.background import BackgroundLoad
+from g5kdeploy.simulator.clock import ScaledClock
 from g5kdeploy.simulator.config import SimConfig
 from g5kdeploy.simulator.deployments import DeploymentStore
 from g5kdeploy.simulator.errors import FORBIDDEN, ApiError, job_not_found, oar_job_not_found

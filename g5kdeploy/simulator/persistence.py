@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.clock import ScaledClock
-from g5kdeploy.results import atomic_write_text
+from g5kdeploy.simulator.clock import ScaledClock
 from g5kdeploy.simulator.deployments import DeploymentStore
 from g5kdeploy.simulator.jobbook import JobBook
 from g5kdeploy.simulator.records import Deployment, Job
@@ -18,7 +19,17 @@ from g5kdeploy.simulator.scheduler import PartNeed
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """A crash leaves the old or the new state, never half of one."""
-    atomic_write_text(path, json.dumps(state))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def load_state(path: Path) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ DEFAULT_TIMEOUT = 200.0
 _RELAY = re.compile(r"^Request to \S+ failed with status \d+: ")
 # The part of a job an OAR refusal is about, from its text; first match wins ("not enough resources" comes after
 # "Set default walltime" in one message). The body's fields all come from the playbook's reservation section
-# (phases/reserve.py): resources from the roles, the rest by name.
+# (reserve/phase.py): resources from the roles, the rest by name.
 _REFUSED_FIELDS = (
     (re.compile(r"reservation", re.IGNORECASE), "reservation.reservation"),
     (re.compile(r"resource|propert", re.IGNORECASE), "reservation.roles (nodes, cluster, properties)"),

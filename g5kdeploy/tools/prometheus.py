@@ -30,7 +30,7 @@ from typing import Any
 import requests
 import yaml
 
-from g5kdeploy.errors import DeadlineExceeded, G5kError, TestbedError
+from g5kdeploy.errors import DeadlineExceeded, PrometheusError, TestbedError
 from g5kdeploy.log import get_logger
 from g5kdeploy.process import free_port, is_running, listens_on, port_free, spawn_daemon, stop_pid
 from g5kdeploy.results import atomic_write_text
@@ -45,17 +45,6 @@ MAX_POINTS_PER_SERIES = 11_000
 PROMETHEUS_PROGRAMS = frozenset({"prometheus"})
 SNAPSHOT_RETENTION = "100y"
 PORT_ATTEMPTS = 3
-
-
-class PrometheusError(G5kError):
-    """Prometheus answered with an error (bad PromQL, admin API disabled, ...) or could not be reached."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, error_type: str | None = None, hint: str | None = None
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.status = status
-        self.error_type = error_type
 
 
 @dataclass

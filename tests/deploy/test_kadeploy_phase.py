@@ -30,8 +30,8 @@ import pytest
 from g5kdeploy.clock import Clock
 from g5kdeploy.credentials import Endpoint
 from g5kdeploy.deploy.base import EXPORTER_PORT
+from g5kdeploy.deploy.phase import DeploySummary, run_deploy
 from g5kdeploy.errors import DeployError
-from g5kdeploy.phases.deploy import DeploySummary, run_deploy
 from g5kdeploy.results import NodeAccess, RunRecord, RunStore
 from g5kdeploy.simulator import SimConfig, serve_in_thread
 from g5kdeploy.simulator.server import SimServer

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +18,7 @@ from tests.integration.test_reserve import hog
 COMMANDS = [
     ["run"], ["reserve"], ["deploy"], ["bench"], ["collect"], ["verify"], ["release"], ["status"],
     ["snapshot", "serve"], ["nightly", "plan"], ["nightly", "run"], ["nightly", "check"], ["nightly", "install"],
-    ["sim", "serve"], ["vm", "kernel"],
+    ["vm", "kernel"],
 ]  # fmt: skip
 
 
@@ -27,6 +29,18 @@ def test_help_shows_flags_without_a_value_and_arguments_in_capitals(command):
     assert "<bool>" not in result.output and "<str>" not in result.output
     usage = next(line for line in result.output.splitlines() if "Usage:" in line)
     assert "{" not in usage and not re.search(r"\[[a-z]+\]", usage), usage
+
+
+def test_g5k_sim_serve_is_the_simulator_program_itself(tmp_path):
+    """`g5k sim serve` replaces itself with the simulator: its help and its refusals are the program's own."""
+    g5k = [sys.executable, "-c", "from g5kdeploy.cli import main; main()"]
+    shown = subprocess.run([*g5k, "sim", "serve", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "--background-load" in shown.stdout and "--speed" in shown.stdout
+    refused = subprocess.run(
+        [*g5k, "sim", "serve", "--host", "192.0.2.1"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 2 and "--allow-remote" in refused.stderr
 
 
 def test_a_missing_argument_is_named_in_capitals():

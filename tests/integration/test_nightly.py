@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from g5kdeploy.cli import app
 from g5kdeploy.errors import ReservationError
+from g5kdeploy.nightly.phase import run_nightly
 from g5kdeploy.nightly.regression import EXIT_NOT_ENOUGH_HISTORY
-from g5kdeploy.phases.nightly import run_nightly
 from g5kdeploy.playbook import PARIS, parse_playbook
 from g5kdeploy.results import RunStore
 from g5kdeploy.simulator import SimConfig, serve_in_thread

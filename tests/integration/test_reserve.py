@@ -8,9 +8,9 @@ from pathlib import Path
 import grid5000
 
 from g5kdeploy.credentials import Endpoint
-from g5kdeploy.phases.release import release
-from g5kdeploy.phases.reserve import create_run, reserve
 from g5kdeploy.playbook import parse_playbook
+from g5kdeploy.reserve.phase import create_run, reserve
+from g5kdeploy.reserve.release import release
 from g5kdeploy.results import JobEntry, RunStore
 from g5kdeploy.testbeds import Grid5000Testbed
 from g5kdeploy.testbeds.api import Api

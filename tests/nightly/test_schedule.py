@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 
 from g5kdeploy.errors import ConfigError
+from g5kdeploy.nightly.phase import SUBMIT_SECONDS, plan_night
 from g5kdeploy.nightly.schedule import Slot, _at, explain, is_working_day, next_slot, windows
-from g5kdeploy.phases.nightly import SUBMIT_SECONDS, plan_night
 from g5kdeploy.playbook import PARIS, parse_playbook
 
 HOUR = 3600

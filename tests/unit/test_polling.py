@@ -1,4 +1,4 @@
-from g5kdeploy.phases.polling import BACKOFF, FAST_POLL, PollState
+from g5kdeploy.reserve.polling import BACKOFF, FAST_POLL, PollState
 
 
 def simulate(start: float, launch: float, submitted: float = 0.0):

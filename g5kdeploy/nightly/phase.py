@@ -22,9 +22,9 @@ from g5kdeploy.nightly.history import load_history
 from g5kdeploy.nightly.nightly_report import write_nightly
 from g5kdeploy.nightly.regression import Report, detect
 from g5kdeploy.nightly.schedule import DEFAULT_MARGIN, Slot, explain
-from g5kdeploy.phases.pipeline import OnPhase, run_pipeline
-from g5kdeploy.phases.reserve import create_run, job_body, plan_jobs
+from g5kdeploy.pipeline import OnPhase, run_pipeline
 from g5kdeploy.playbook import PARIS, Nightly, Playbook
+from g5kdeploy.reserve.phase import create_run, job_body, plan_jobs
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.testbeds.base import Testbed
 from g5kdeploy.walltime import parse_duration

@@ -3,15 +3,13 @@
 Tolerant by design: a job already killed, expired or never created is simply marked released, a job whose
 uid was never recorded is found by its name, and a release cut short is finished by the next one. Whatever
 happens to the jobs, the testbed's own daemons (the local testbed's nodes, monitoring and simulator) are
-stopped, and a collected run's report and manifest are rewritten to describe the released run.
+stopped. (The pipeline's :func:`~g5kdeploy.pipeline.release` then rewrites a collected run's report.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from g5kdeploy import __version__
-from g5kdeploy.collect.finalize import finalize_report
 from g5kdeploy.errors import DeadlineExceeded, G5kError
 from g5kdeploy.log import get_logger
 from g5kdeploy.results import FINAL_STATES, JobEntry, RunRecord, RunStore, utc_now
@@ -58,14 +56,7 @@ def release_run(record: RunRecord, store: RunStore, testbed: Testbed, *, timeout
         outcome.stopped = len(testbed.running_daemons(record))
         testbed.close(record, store)
         store.save(record)
-    if record.released_at and _collected(record):
-        finalize_report(store.directory(record.run_id), agent_version=__version__)
     return outcome
-
-
-def _collected(record: RunRecord) -> bool:
-    phase = record.phases.get("collect")
-    return phase is not None and phase.state == "done"
 
 
 def release(

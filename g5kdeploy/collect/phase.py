@@ -22,7 +22,7 @@ from typing import Any
 from g5kdeploy import __version__
 from g5kdeploy.collect.finalize import finalize_report
 from g5kdeploy.collect.plots import plot_ebpf, plot_latency, plot_throughput
-from g5kdeploy.errors import ConfigError, DeadlineExceeded, G5kError
+from g5kdeploy.errors import CollectError, ConfigError, DeadlineExceeded, G5kError, PrometheusError
 from g5kdeploy.log import get_logger
 from g5kdeploy.playbook import Collect, Playbook
 from g5kdeploy.remote import SshRunner
@@ -30,7 +30,7 @@ from g5kdeploy.remote.session import connect, forward_local
 from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text, finish_phase, start_phase
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint, Testbed
-from g5kdeploy.tools.prometheus import PrometheusClient, PrometheusError, write_csv
+from g5kdeploy.tools.prometheus import PrometheusClient, write_csv
 
 log = get_logger(__name__)
 PHASE = "collect"
@@ -39,10 +39,6 @@ STEP_TIMEOUT = 300.0
 SCRAPE_WAIT = 60.0
 #: Called with the name of the step that starts.
 OnStep = Callable[[str], None]
-
-
-class CollectError(G5kError):
-    pass
 
 
 @dataclass

@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from g5kdeploy.errors import ConfigError, G5kError
+from g5kdeploy import __version__
+from g5kdeploy.bench.phase import OnProgress, run_bench
+from g5kdeploy.collect.finalize import finalize_report
+from g5kdeploy.collect.phase import CollectSummary, OnStep, run_collect
+from g5kdeploy.deploy.phase import OnNode, run_deploy
+from g5kdeploy.errors import ConfigError, IncompleteRun
 from g5kdeploy.log import get_logger
-from g5kdeploy.phases.bench import OnProgress, run_bench
-from g5kdeploy.phases.collect import CollectSummary, OnStep, run_collect
-from g5kdeploy.phases.deploy import OnNode, run_deploy
-from g5kdeploy.phases.release import Released, release_run
-from g5kdeploy.phases.reserve import OnUpdate, jobs_over, reserve, reserve_again
 from g5kdeploy.playbook import Playbook
+from g5kdeploy.reserve.phase import OnUpdate, jobs_over, reserve, reserve_again
+from g5kdeploy.reserve.release import Released, release_run
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.signals import shielded
 from g5kdeploy.testbeds.base import Testbed
@@ -29,10 +31,6 @@ from g5kdeploy.tools.kernel import OnProgress as OnBuild
 log = get_logger(__name__)
 PHASES = ("reserve", "deploy", "bench", "collect")
 OnPhase = Callable[[str], None]
-
-
-class IncompleteRun(G5kError):
-    """The pipeline went to the end, but some measurements are missing."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +90,17 @@ def run_pipeline(
         if not keep:
             announce("release")
             with shielded():
-                outcome.released = release_run(record, store, testbed)
+                outcome.released = release(record, store, testbed)
     if missing:
         raise IncompleteRun(missing, hint=f"see {store.directory(record.run_id) / 'bench' / 'sweep.json'}")
+    return outcome
+
+
+def release(record: RunRecord, store: RunStore, testbed: Testbed) -> Released:
+    """Release the run's jobs and daemons; a collected run's report and manifest then describe the released run."""
+    outcome = release_run(record, store, testbed)
+    if record.released_at and _done(record, "collect"):
+        finalize_report(store.directory(record.run_id), agent_version=__version__)
     return outcome
 
 

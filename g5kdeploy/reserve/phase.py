@@ -15,10 +15,10 @@ from typing import Any
 
 from g5kdeploy.errors import DeadlineExceeded, ReservationError
 from g5kdeploy.log import get_logger
-from g5kdeploy.phases.placement import Part, plan
-from g5kdeploy.phases.polling import PollState
-from g5kdeploy.phases.release import release_run
 from g5kdeploy.playbook import PARIS, Playbook
+from g5kdeploy.reserve.placement import Part, plan
+from g5kdeploy.reserve.polling import PollState
+from g5kdeploy.reserve.release import release_run
 from g5kdeploy.results import FINAL_STATES, JobEntry, RunRecord, RunStore, finish_phase, new_run_id, start_phase
 from g5kdeploy.signals import shielded
 from g5kdeploy.testbeds.api import Api

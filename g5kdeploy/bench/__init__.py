@@ -1,0 +1,1 @@
+"""Bench: the playbook's parameter sweep on every benched node, resumable, one result file per run."""

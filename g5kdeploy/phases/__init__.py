@@ -1,1 +1,0 @@
-"""The pipeline's phases, each a function over a run record."""
