@@ -60,7 +60,7 @@ def run_pipeline(
     on_phase: OnPhase | None = None,
     watchers: Watchers | None = None,
 ) -> PipelineOutcome:
-    playbook = Playbook.model_validate(record.playbook)
+    playbook = record.playbook
     watch = watchers or Watchers(phase=on_phase)
     announce = watch.phase or (lambda _phase: None)
     outcome = PipelineOutcome()

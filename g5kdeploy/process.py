@@ -1,29 +1,47 @@
-"""Local processes the agent starts and must stop again, even from another invocation.
+"""Every local process the agent starts goes through here (``subprocess`` is imported nowhere else).
 
-Daemons (the local testbed's simulator, later its sshd nodes and Prometheus) are started in their own
-session, so a Ctrl-C in the terminal reaches the agent, which then releases what it holds through them,
-and not the daemons themselves. They are stopped by PID, after checking that the PID still belongs to the
-program we started.
+:func:`run` runs a program to its end, :func:`stream` a long one whose output shows progress, and
+:func:`spawn_daemon` starts one that outlives the call; each child gets our environment without credentials,
+and a program that fails or runs out of time is a ToolError saying what it was for.
+
+Daemons (the local testbed's simulator, sshd nodes, Prometheus, QEMU guests) are started in their own session,
+so a Ctrl-C in the terminal reaches the agent, which then releases what it holds through them, and not the
+daemons themselves. They are stopped by PID, after checking that the PID still belongs to the program we started.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
+import random
+import selectors
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
 from g5kdeploy.errors import DeadlineExceeded, TestbedError, ToolError
 from g5kdeploy.log import is_secret
+from g5kdeploy.waiting import seconds, wait_until
 
 #: Variables that carry credentials: a child process never needs them (the agent talks to the API itself).
 SECRET_VARIABLES = frozenset({"G5K_PASSWORD"})
+#: Where daemons' ports are picked: below Linux's ephemeral range (32768+), so an outgoing connection never takes
+#: the port between its choice and the daemon's bind.
+PORT_RANGE = (10000, 32000)
+#: Lines of a failed program's stderr (or output log) shown in its error.
+TAIL_LINES = 20
+#: Seconds a stopped process group gets between SIGTERM and SIGKILL, and after SIGKILL to be gone.
+STOP_GRACE = 10.0
+#: Seconds a SIGKILLed process may take to be gone (its exit, then its parent's reaping).
+KILL_GRACE = 5.0
 
 
 def port_free(address: str, port: int) -> bool:
@@ -37,17 +55,47 @@ def port_free(address: str, port: int) -> bool:
     return True
 
 
+def free_ports(addresses: Sequence[str], count: int = 1, *, avoid: Collection[int] = ()) -> list[int]:
+    """``count`` distinct ports, none in ``avoid``, that no socket holds on any of ``addresses`` right now.
+
+    A daemon may still lose one to another program before it binds it: its caller then picks again.
+    """
+    ports: list[int] = []
+    for _ in range(200 * count):
+        port = random.randint(*PORT_RANGE)
+        if port not in ports and port not in avoid and all(port_free(address, port) for address in addresses):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    where = addresses[0] if len(addresses) == 1 else f"all {len(addresses)} addresses from {addresses[0]}"
+    raise TestbedError(f"not {count} port(s) free between {PORT_RANGE[0]} and {PORT_RANGE[1]} on {where}")
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A program that ran to its end: its command line, exit status and output."""
+
+    command: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def run(
     argv: Sequence[str | Path],
     *,
     timeout: float,
+    what: str,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    stdout: int | None = subprocess.PIPE,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` to completion within ``timeout`` seconds; a failure is a ToolError with its stderr's tail.
+    input: str | None = None,
+    check: bool = True,
+) -> Completed:
+    """Run ``argv`` to completion within ``timeout`` seconds, to ``what`` (in words: "compile statx-bench").
 
-    The child gets ``env`` (default: ours) without credentials, and no standard input.
+    A program that cannot start or does not end in time is a ToolError naming ``what``; with ``check`` a
+    non-zero exit is one too, with the tail of its stderr, else the caller reads ``returncode``. The child gets
+    ``env`` (default: ours) without credentials, and ``input`` (default: nothing) on its standard input.
     """
     command = [str(part) for part in argv]
     try:
@@ -56,23 +104,118 @@ def run(
             check=False,
             cwd=cwd,
             env=child_env(env),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.PIPE,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
             text=True,
             timeout=timeout,
         )
-    except FileNotFoundError:
-        raise ToolError(f"{command[0]} not found", command=command) from None
     except subprocess.TimeoutExpired:
-        raise ToolError(f"{Path(command[0]).name} did not finish within {timeout:.0f} s", command=command) from None
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise ToolError(
-            f"{Path(command[0]).name} failed (exit {done.returncode})" + (f":\n{tail}" if tail else ""),
-            command=command,
-        )
-    return done
+        raise _late(command, what, timeout) from None
+    except OSError as exc:
+        raise _unstartable(command, what, exc) from None
+    if check and done.returncode != 0:
+        raise _failed(command, what, done.returncode, done.stderr)
+    return Completed(command, done.returncode, done.stdout, done.stderr)
+
+
+def stream(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float,
+    what: str,
+    log_path: Path,
+    on_line: Callable[[str], None],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Run a long ``argv`` (a build) like :func:`run`, each line of its output passed to ``on_line`` as it comes.
+
+    Its stdout and stderr go, line by line, to ``log_path``, whose tail a failure shows. It runs in a process
+    group of its own, stopped with everything it started however this ends: exit, timeout, an error in
+    ``on_line``, Ctrl-C.
+    """
+    command = [str(part) for part in argv]
+    deadline = time.monotonic() + timeout
+    with log_path.open("w") as log_file:
+        try:
+            child = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=child_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise _unstartable(command, what, exc) from None
+        assert child.stdout is not None
+        try:
+            for line in _lines(child.stdout, deadline):
+                log_file.write(line)
+                on_line(line)
+            returncode = child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, subprocess.TimeoutExpired):
+            raise _late(command, what, timeout) from None
+        finally:
+            _stop_group(child)
+            child.stdout.close()
+    if returncode != 0:
+        raise _failed(command, what, returncode, log_path.read_text(errors="replace"))
+
+
+def _lines(pipe: IO[bytes], deadline: float) -> Iterator[str]:
+    """The lines of ``pipe`` as they come, until it closes; TimeoutError at ``deadline``, even in a silence."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    with selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if not selector.select(timeout=left):
+                continue
+            chunk = os.read(pipe.fileno(), 1 << 16)
+            if not chunk:
+                break
+            *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+            yield from (line + "\n" for line in lines)
+    if rest := pending + decoder.decode(b"", final=True):
+        yield rest
+
+
+def _stop_group(child: subprocess.Popen[bytes]) -> None:
+    """End ``child`` and every process it started (its process group), and reap it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if child.poll() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # stragglers of an exited leader
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=STOP_GRACE)
+
+
+def _unstartable(command: list[str], what: str, error: OSError) -> ToolError:
+    if isinstance(error, FileNotFoundError) and error.filename in (command[0], None):
+        return ToolError(f"cannot {what}: {command[0]} not found", command=command)
+    return ToolError(f"cannot {what}: {command[0]} could not start: {error.strerror or error}", command=command)
+
+
+def _late(command: list[str], what: str, timeout: float) -> ToolError:
+    name = Path(command[0]).name
+    return ToolError(f"cannot {what}: {name} did not finish within {seconds(timeout)}", command=command)
+
+
+def _failed(command: list[str], what: str, returncode: int, output: str) -> ToolError:
+    tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
+    return ToolError(
+        f"cannot {what}: {Path(command[0]).name} exited with status {returncode}" + (f":\n{tail}" if tail else ""),
+        command=command,
+    )
 
 
 def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -106,16 +249,17 @@ def log_size(log_path: Path) -> int:
 
 def wait_for_line(log_path: Path, prefix: str, *, pid: int, timeout: float, offset: int = 0) -> str:
     """The first line of ``log_path`` after byte ``offset`` that starts with ``prefix``, once the daemon writes it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def printed() -> str | None:
         for line in _read_from(log_path, offset).splitlines():
             if line.startswith(prefix):
                 return line.strip()
         if not is_running(pid):
             tail = _read_from(log_path, offset)[-2000:]
             raise TestbedError(f"process {pid} exited before it was ready; its output ends with:\n{tail}")
-        time.sleep(0.05)
-    raise DeadlineExceeded(f"process {pid} did not print a line starting with {prefix!r} within {timeout:.0f} s")
+        return None
+
+    return wait_until(printed, timeout=timeout, what=f"process {pid} to print a line starting with {prefix!r}")
 
 
 def _read_from(path: Path, offset: int) -> str:
@@ -141,13 +285,6 @@ def listens_on(pid: int, address: str, port: int) -> bool:
         conn.status == psutil.CONN_LISTEN and conn.laddr and (conn.laddr.ip, conn.laddr.port) == (address, port)
         for conn in connections
     )
-
-
-def free_port(address: str) -> int:
-    """A port the kernel considers free on ``address`` right now (a daemon may still lose it in a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
-        return int(probe.getsockname()[1])
 
 
 def is_running(pid: int, *, expect: str | None = None) -> bool:
@@ -200,14 +337,16 @@ def wait_gone(pid: int, *, timeout: float = 10.0) -> None:
 
     An exiting process may already show an empty command line, so this checks only that it exists.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_running(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while is_running(pid) and time.monotonic() < deadline + 5:
-        _reap(pid)
-        time.sleep(0.05)
+    what = f"process {pid} to exit"
+    try:
+        wait_until(lambda: _gone(pid), timeout=timeout, what=what)
+    except DeadlineExceeded:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(DeadlineExceeded):
+            wait_until(lambda: _gone(pid), timeout=KILL_GRACE, what=what)
+
+
+def _gone(pid: int) -> bool:
+    _reap(pid)
+    return not is_running(pid)

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import secrets
 import string
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from g5kdeploy.errors import ConfigError
+from g5kdeploy.files import atomic_write_text
+from g5kdeploy.log import get_logger
+from g5kdeploy.plans import StoredPlan
+from g5kdeploy.playbook import Playbook
 
+log = get_logger(__name__)
 RUN_FILE = "run.json"
 FINAL_STATES = frozenset({"terminated", "error"})
 PhaseState = Literal["running", "done", "failed"]
@@ -39,28 +42,12 @@ def new_run_id(playbook_name: str, now: datetime | None = None) -> str:
     return f"{playbook_name}-{moment}-{suffix}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader, or a crash, sees the old or the new file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+class JobPart(BaseModel):
+    """One part of an OAR request: its cluster (None: any), properties, and the roles it holds with their counts."""
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    cluster: str | None = None
+    properties: str | None = None
+    roles: list[tuple[str, int]] = []
 
 
 class JobEntry(BaseModel):
@@ -78,8 +65,8 @@ class JobEntry(BaseModel):
     started_at: int | None = None
     nodes: list[str] = []
     types: list[str] = []
-    #: The OAR request's parts, each ``{cluster, properties, roles: [[name, count], ...]}``, to map nodes back.
-    parts: list[dict[str, Any]] = []
+    #: The OAR request's parts, to map nodes back to roles.
+    parts: list[JobPart] = []
     released: bool = False
 
     @property
@@ -153,6 +140,22 @@ class NodeAccess(BaseModel):
         return {"G5K_NODE_DIR": shared.pop()} if len(shared) == 1 else None
 
 
+class NodeFacts(BaseModel):
+    """What a node said about itself when its deploy was verified."""
+
+    boot_id: str | None = None
+    cmdline: str | None = None
+    kernel: str | None = None
+    #: Where /run/current-system points (NixOS).
+    system: str | None = None
+    #: The kernel options asked for, as /proc/config.gz has them (name without CONFIG_ → value).
+    config: dict[str, str] = {}
+    #: The eBPF exporter's metric lines that verification looks at.
+    metrics: list[str] = []
+    #: Pushed file (relative to the node's working directory) → its sha256 on the node.
+    sha256: dict[str, str] = {}
+
+
 class NodeDeployState(BaseModel):
     """One node's deploy, as the ledger keeps it between attempts and reruns."""
 
@@ -160,22 +163,51 @@ class NodeDeployState(BaseModel):
     attempts: int = 0
     reason: str | None = None
     log_tail: list[str] = []
-    facts: dict[str, Any] = {}
+    facts: NodeFacts = NodeFacts()
+    #: The Kadeploy deployment that installed the node (``site/uid``), where one did.
+    deployment: str | None = None
 
 
 class DeployRecord(BaseModel):
     method: str
     #: A per-run nonce put on the kernel command line of booted nodes, so a node still on its old system shows.
     marker: str
-    plan: dict[str, Any] = {}
+    plan: StoredPlan = None
     nodes: dict[str, NodeDeployState] = {}
+
+    @property
+    def deployments(self) -> list[str]:
+        """The Kadeploy deployments of the run's nodes, as ``site/uid``."""
+        return sorted({state.deployment for state in self.nodes.values() if state.deployment})
+
+
+class ExportSummary(BaseModel):
+    """One Prometheus query exported as CSV: its size, and why it is empty when it is."""
+
+    rows: int
+    series: int
+    empty: str | None = None
+
+
+class CollectedRecord(BaseModel):
+    """The collect phase's progress and findings, so a collect cut short resumes and the report can tell."""
+
+    #: The collector's snapshot name, the fetched tarball and its sha256, and whether the node's copy is gone.
+    snapshot: str | None = None
+    tarball: str | None = None
+    sha256: str | None = None
+    tree_sha256: str | None = None
+    removed: bool = False
+    #: What the user must know about the data (targets not scraped, queries that returned nothing).
+    warnings: list[str] = []
+    exports: dict[str, ExportSummary] = {}
 
 
 class RunRecord(BaseModel):
     run_id: str
     created_at: str = Field(default_factory=utc_now)
     playbook_path: str
-    playbook: dict[str, Any]
+    playbook: Playbook
     testbed: str
     api_url: str
     phases: dict[str, PhaseRecord] = {}
@@ -192,8 +224,7 @@ class RunRecord(BaseModel):
     bench_binary: str | None = None
     #: For nightly runs: the start of the night's window (local testbed: the date), naming that night's run.
     nightly_slot: str | None = None
-    #: The collect phase's progress: snapshot name, fetched tarball and its sha256, removal on the node.
-    collected: dict[str, Any] = {}
+    collected: CollectedRecord = CollectedRecord()
     released_at: str | None = None
 
     def live_jobs(self) -> list[JobEntry]:
@@ -238,10 +269,15 @@ class RunStore:
         path = Path(run)
         directory = path if (path / RUN_FILE).exists() else self.directory(self.resolve(run))
         try:
-            data = json.loads((directory / RUN_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{directory / RUN_FILE} is damaged ({exc})") from None
-        return RunRecord.model_validate(data)
+            return RunRecord.model_validate_json((directory / RUN_FILE).read_bytes())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "the top level"
+            raise ConfigError(
+                f"{directory / RUN_FILE} is damaged or from another version of g5kdeploy: "
+                f"{where}: {first['msg']} ({exc.error_count()} problem{'s' if exc.error_count() != 1 else ''})",
+                hint="start a new run from the playbook; this one's files are left as they are",
+            ) from None
 
     def resolve(self, run: str) -> str:
         """The id of the run that ``run`` names: an id, ``latest``, or the start of exactly one id."""
@@ -294,7 +330,29 @@ class RunStore:
         return self.load(ids[-1])
 
     def all(self) -> list[RunRecord]:
-        return [self.load(run_id) for run_id in self.run_ids()]
+        """Every readable run; one that cannot be read is logged and left out, not allowed to hide the others."""
+        records = []
+        for run_id in self.run_ids():
+            try:
+                records.append(self.load(run_id))
+            except ConfigError as exc:
+                log.warning("run left out", run=run_id, error=str(exc))
+        return records
+
+
+def read_record(run_dir: Path) -> RunRecord | None:
+    """``run_dir``'s record, or None (logged) when it is missing, damaged or of another format.
+
+    Reports are written after the fact, often from a run that ended badly: a damaged record must cost the
+    report its sections about the run, never the whole report.
+    """
+    try:
+        return RunRecord.model_validate_json((run_dir / RUN_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError) as exc:
+        log.warning("unreadable run record, left out", path=str(run_dir / RUN_FILE), error=str(exc).splitlines()[0])
+        return None
 
 
 def start_phase(record: RunRecord, name: str) -> None:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from g5kdeploy.errors import ConfigError
+from g5kdeploy.files import atomic_write_text
 from g5kdeploy.log import get_logger
 from g5kdeploy.payload import build_statx_bench
-from g5kdeploy.playbook import Bench, Playbook
+from g5kdeploy.playbook import Bench
 from g5kdeploy.remote import CommandResult, SshRunner
-from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text, finish_phase, start_phase, utc_now
+from g5kdeploy.results import NodeAccess, RunRecord, RunStore, finish_phase, start_phase, utc_now
 from g5kdeploy.testbeds.base import Testbed
 
 log = get_logger(__name__)
@@ -121,7 +122,7 @@ def run_bench(
     on_progress: OnProgress | None = None,
 ) -> BenchSummary:
     """Run the playbook's sweep on the run's nodes; finished pairs are skipped unless ``redo``."""
-    playbook = Playbook.model_validate(record.playbook)
+    playbook = record.playbook
     if playbook.bench is None:
         raise ConfigError(
             f"{record.playbook_path}: no bench section",

@@ -85,7 +85,7 @@ def serve_command(
     """Start a local Prometheus on a copy of the run's snapshot (no scraping) until Ctrl-C."""
     state = settings(ctx)
     record = state.store.load(run)
-    tarball = record.collected.get("tarball")
+    tarball = record.collected.tarball
     run_dir = state.store.directory(record.run_id)
     if not tarball or not (run_dir / "prometheus" / tarball).exists():
         raise ConfigError(f"run {record.run_id} has no collected snapshot", hint=f"g5k collect {record.run_id}")

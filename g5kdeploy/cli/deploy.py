@@ -45,7 +45,7 @@ def deploy_command(
         print_json(_summary_json(record.run_id, summary))
         return
     if summary.dry_run:
-        plan = dict(summary.plan)
+        plan = summary.plan.model_dump(mode="json")
         if "descriptor" in plan:
             # Every node's address and role: in --json; here, how many nodes it names.
             plan["descriptor"] = f"{len(plan['descriptor'].get('deployment', {}))} nodes (nxc's descriptor; see --json)"
@@ -69,7 +69,7 @@ def _summary_json(run_id: str, summary: DeploySummary) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "dry_run": summary.dry_run,
-        "plan": summary.plan,
+        "plan": summary.plan.model_dump(mode="json"),
         "verified": summary.verified,
         "dropped": summary.dropped,
     }

@@ -8,19 +8,18 @@ Write it last: anything written into the run after it (a later phase rewriting `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.collect.files import deployment_ids, job_ids, read_run
-from g5kdeploy.errors import ConfigError
+from g5kdeploy.errors import ConfigError, ToolError
+from g5kdeploy.files import atomic_write_text, sha256_file
 from g5kdeploy.log import get_logger
-from g5kdeploy.results import atomic_write_text, utc_now
+from g5kdeploy.process import Completed, run
+from g5kdeploy.results import read_record, utc_now
 
 log = get_logger(__name__)
 MANIFEST = "manifest.json"
@@ -36,21 +35,24 @@ GIT_TIMEOUT = 10.0
 
 def write_manifest(run_dir: Path, *, agent_version: str, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``run_dir/manifest.json`` atomically; returns its path."""
-    run = read_run(run_dir)
-    phases = run.get("phases") or {}
+    run = read_record(run_dir)
     manifest = {
         "format": FORMAT,
-        "run_id": run.get("run_id") or run_dir.name,
+        "run_id": run.run_id if run else run_dir.name,
         "created_at": utc_now(),
         "agent": {"version": agent_version, "git": git_revision(Path(__file__).resolve().parent)},
-        "playbook": {"path": run.get("playbook_path"), "content": run.get("playbook")},
-        "testbed": run.get("testbed"),
-        "jobs": job_ids(run),
-        "deployments": deployment_ids(run),
+        "playbook": {
+            "path": run.playbook_path if run else None,
+            "content": run.playbook.model_dump(mode="json") if run else None,
+        },
+        "testbed": run.testbed if run else None,
+        "jobs": [{"site": job.site, "uid": job.uid, "name": job.name, "state": job.state} for job in run.jobs]
+        if run
+        else [],
+        "deployments": run.deploy.deployments if run and run.deploy else [],
         "phases": {
-            name: {key: phase.get(key) for key in ("state", "started_at", "finished_at")}
-            for name, phase in phases.items()
-            if isinstance(phase, dict)
+            name: {"state": phase.state, "started_at": phase.started_at, "finished_at": phase.finished_at}
+            for name, phase in (run.phases if run else {}).items()
         },
         "files": [{"path": path, **entry} for path, entry in sorted(scan(run_dir).items())],
         "extra": dict(extra or {}),
@@ -117,9 +119,7 @@ def _temporary(name: str) -> bool:
 
 def _hash(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        return {"size": path.stat().st_size, "sha256": digest}
+        return {"size": path.stat().st_size, "sha256": sha256_file(path)}
     except OSError as exc:
         # Recorded rather than raised: one unreadable file must not cost the manifest of everything else.
         log.warning("file not hashed", path=str(path), error=str(exc))
@@ -140,7 +140,7 @@ def git_revision(directory: Path) -> dict[str, Any] | None:
         if head.returncode != 0:
             return None
         status = _git(directory, "status", "--porcelain")
-    except (OSError, subprocess.SubprocessError) as exc:
+    except ToolError as exc:
         log.info("no git revision for the manifest", error=str(exc))
         return None
     return {
@@ -150,12 +150,6 @@ def git_revision(directory: Path) -> dict[str, Any] | None:
     }
 
 
-def _git(directory: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", "-C", str(directory), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+def _git(directory: Path, *arguments: str) -> Completed:
+    argv = ["git", "-C", str(directory), *arguments]
+    return run(argv, timeout=GIT_TIMEOUT, what="read the agent's git revision", check=False)

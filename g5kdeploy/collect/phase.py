@@ -7,7 +7,6 @@ and the snapshot is removed from the node only once its copy here has been verif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import tarfile
@@ -20,14 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from g5kdeploy import __version__
+from g5kdeploy.collect.data import load_results
 from g5kdeploy.collect.finalize import finalize_report
 from g5kdeploy.collect.plots import plot_ebpf, plot_latency, plot_throughput
 from g5kdeploy.errors import CollectError, ConfigError, DeadlineExceeded, G5kError, PrometheusError
+from g5kdeploy.files import atomic_write_text, sha256_file
 from g5kdeploy.log import get_logger
-from g5kdeploy.playbook import Collect, Playbook
+from g5kdeploy.playbook import Collect
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.remote.session import connect, forward_local
-from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text, finish_phase, start_phase
+from g5kdeploy.results import (
+    ExportSummary,
+    NodeAccess,
+    RunRecord,
+    RunStore,
+    finish_phase,
+    start_phase,
+)
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint, Testbed
 from g5kdeploy.tools.prometheus import PrometheusClient, write_csv
@@ -55,8 +63,7 @@ class CollectSummary:
 def run_collect(
     record: RunRecord, store: RunStore, testbed: Testbed, *, on_step: OnStep | None = None
 ) -> CollectSummary:
-    playbook = Playbook.model_validate(record.playbook)
-    collect = playbook.collect
+    collect = record.playbook.collect
     if collect is None:
         raise ConfigError(
             f"{record.playbook_path}: no collect section", hint="add collect: {role: collector, port: 9090}"
@@ -66,8 +73,10 @@ def run_collect(
     step = on_step or (lambda _name: None)
     run_dir = store.directory(record.run_id)
     summary = CollectSummary()
+    problems: list[str] = []
+    results = load_results(run_dir, problems)
     start_phase(record, PHASE)
-    record.collected["warnings"] = []
+    record.collected.warnings = []
     store.save(record)
     error: str | None = None
     try:
@@ -88,20 +97,22 @@ def run_collect(
         step("plots")
         plots_dir = run_dir / "plots"
         plots_dir.mkdir(exist_ok=True)
-        summary.plots = [*plot_latency(run_dir, plots_dir), plot_throughput(run_dir, plots_dir)]
-        if (ebpf := plot_ebpf(run_dir, plots_dir)) is not None:
+        summary.plots = [*plot_latency(results, plots_dir), plot_throughput(results, plots_dir)]
+        if (ebpf := plot_ebpf(results, plots_dir)) is not None:
             summary.plots.append(ebpf)
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
         raise
     finally:
-        record.collected["warnings"] = summary.warnings
+        record.collected.warnings = summary.warnings
         finish_phase(record, PHASE, error=error)
         store.save(record)
         for warning in summary.warnings:
             log.warning("collect", note=warning)
     step("report")
-    summary.report, summary.manifest = finalize_report(run_dir, agent_version=__version__)
+    summary.report, summary.manifest = finalize_report(
+        run_dir, agent_version=__version__, results=results, problems=problems
+    )
     return summary
 
 
@@ -135,35 +146,27 @@ def _await_scrapes(client: PrometheusClient) -> list[str]:
     return [f"target {target.describe()} was down at the end of the run" for target in targets if target.health != "up"]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _snapshot(
     record: RunRecord, store: RunStore, runner: SshRunner, client: PrometheusClient, endpoint: PrometheusEndpoint
 ) -> Path:
     """The collector's TSDB snapshot as ``prometheus/<name>.tar.gz``, checked, then removed from the node."""
     state = record.collected
     out_dir = store.directory(record.run_id) / "prometheus"
-    done = out_dir / str(state.get("tarball", "-"))
-    if state.get("tarball") and done.exists() and _sha256(done) == state.get("sha256"):
+    done = out_dir / (state.tarball or "-")
+    if state.tarball and done.exists() and sha256_file(done) == state.sha256:
         _remove_remote_snapshot(record, store, runner, endpoint)
         return done
     node = endpoint.node
-    if not state.get("snapshot"):
+    if not state.snapshot:
         try:
-            state["snapshot"] = client.snapshot()
+            state.snapshot = client.snapshot()
         except PrometheusError as exc:
             raise CollectError(
                 f"cannot take a Prometheus snapshot on {node}: {exc}",
                 hint="is the collector up and its Prometheus started with --web.enable-admin-api?",
             ) from None
         store.save(record)
-    name = str(state["snapshot"])
+    name = state.snapshot
     remote = f"{endpoint.data_dir}/snapshots/{name}"
     with tempfile.TemporaryDirectory(dir=store.directory(record.run_id), prefix=".snapshot-") as scratch:
         fetched = runner.get_tree([node], remote, Path(scratch), timeout=STEP_TIMEOUT)[node]
@@ -175,8 +178,8 @@ def _snapshot(
             archive.add(Path(scratch) / node, arcname=name)
         tarball = out_dir / f"{name}.tar.gz"
         partial.replace(tarball)
-    state |= {"tarball": tarball.name, "sha256": _sha256(tarball), "tree_sha256": fetched.sha256}
-    atomic_write_text(out_dir / f"{name}.tar.gz.sha256", f"{state['sha256']}  {tarball.name}\n")
+    state.tarball, state.sha256, state.tree_sha256 = tarball.name, sha256_file(tarball), fetched.sha256
+    atomic_write_text(out_dir / f"{name}.tar.gz.sha256", f"{state.sha256}  {tarball.name}\n")
     store.save(record)
     _remove_remote_snapshot(record, store, runner, endpoint)
     return tarball
@@ -186,12 +189,12 @@ def _remove_remote_snapshot(
     record: RunRecord, store: RunStore, runner: SshRunner, endpoint: PrometheusEndpoint
 ) -> None:
     state = record.collected
-    if state.get("removed") or not state.get("snapshot"):
+    if state.removed or not state.snapshot:
         return
-    remote = shlex.quote(f"{endpoint.data_dir}/snapshots/{state['snapshot']}")
+    remote = shlex.quote(f"{endpoint.data_dir}/snapshots/{state.snapshot}")
     removed = runner.run([endpoint.node], f"rm -rf {remote}", timeout=STEP_TIMEOUT)[endpoint.node]
     if removed.ok:
-        state["removed"] = True
+        state.removed = True
         store.save(record)
     else:
         log.warning("snapshot left on the collector", node=endpoint.node, path=remote, error=removed.error)
@@ -249,19 +252,19 @@ def _exports(
     out_dir.mkdir(exist_ok=True)
     written: dict[str, Path] = {}
     warnings: list[str] = []
-    described: dict[str, dict[str, Any]] = {}
+    described: dict[str, ExportSummary] = {}
     for name, expr in collect.queries.items():
         series = client.query_range(expr, start, end, collect.step)
         path = out_dir / f"{name}.csv"
         rows = write_csv(series, path)
         written[name] = path
-        entry: dict[str, Any] = {"rows": rows, "series": len(series)}
+        entry = ExportSummary(rows=rows, series=len(series))
         if rows == 0:
             if ebpf_unavailable and "ebpf_exporter" in expr:
-                entry["empty"] = f"no samples, as expected: {ebpf_unavailable}"
+                entry.empty = f"no samples, as expected: {ebpf_unavailable}"
             else:
-                entry["empty"] = "no samples: check the query, and that its targets were scraped during the run"
-                warnings.append(f"export {name} ({expr}) is empty: {entry['empty']}")
+                entry.empty = "no samples: check the query, and that its targets were scraped during the run"
+                warnings.append(f"export {name} ({expr}) is empty: {entry.empty}")
         described[name] = entry
-    record.collected["exports"] = described
+    record.collected.exports = described
     return written, warnings

@@ -17,19 +17,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
-from g5kdeploy.collect.data import BenchResult, Spread, group, load_results, merge_buckets, spread
+from g5kdeploy.collect.data import BenchResult, Spread, group, merge_buckets, spread
+from g5kdeploy.files import atomic_write_bytes
 from g5kdeploy.log import get_logger
-from g5kdeploy.results import atomic_write_bytes
 
 log = get_logger(__name__)
 DPI = 110
 EBPF_STYLE = {"off": "-", "on": "--"}
 EBPF_COLOUR = {"off": "tab:blue", "on": "tab:red"}
 
-__all__ = ["load_results", "plot_ebpf", "plot_latency", "plot_throughput"]
+__all__ = ["plot_ebpf", "plot_latency", "plot_throughput"]
 
 
-def plot_latency(run_dir: Path, out_dir: Path) -> list[Path]:
+def plot_latency(loaded: Sequence[BenchResult], out_dir: Path) -> list[Path]:
     """One figure per thread count: the latency distribution of every (node, eBPF state), from the histograms.
 
     Why this cut: the question of the experiment is what the eBPF override costs a ``statx(2)`` call, and a
@@ -42,7 +42,7 @@ def plot_latency(run_dir: Path, out_dir: Path) -> list[Path]:
     and which a CDF squeezes against 1. A node whose curve stands apart from its siblings is a noisy node,
     which per-combination averages would hide.
     """
-    results = [result for result in load_results(run_dir) if result.buckets]
+    results = [result for result in loaded if result.buckets]
     written: list[Path] = []
     for (threads,), members in group(results, "threads").items():
         figure = Figure(figsize=(11, 4.8))
@@ -84,11 +84,11 @@ def plot_latency(run_dir: Path, out_dir: Path) -> list[Path]:
         figure.suptitle(f"statx latency distribution, {threads} thread{'s' if threads != 1 else ''}")
         written.append(_save(figure, out_dir / f"latency-threads-{threads}.png"))
     if not written:
-        log.warning("no histograms to plot: no latency figure", run=str(run_dir))
+        log.warning("no histograms to plot: no latency figure", out=str(out_dir))
     return written
 
 
-def plot_ebpf(run_dir: Path, out_dir: Path) -> Path | None:
+def plot_ebpf(loaded: Sequence[BenchResult], out_dir: Path) -> Path | None:
     """eBPF on against off: p50 and p99 per thread count, per path; None unless both states have results.
 
     A colour is a path (each benchmarked path has its own figures; results without them are drawn as one
@@ -97,7 +97,7 @@ def plot_ebpf(run_dir: Path, out_dir: Path) -> Path | None:
     point is the mean over repetitions and nodes (all draws of the same condition), the error bar their
     min-max, so an overlap between on and off says the difference is within run-to-run noise.
     """
-    results = [result for result in load_results(run_dir) if result.latency_ns]
+    results = [result for result in loaded if result.latency_ns]
     states = sorted({result.ebpf for result in results})
     if len(states) < 2:
         log.info("eBPF comparison left out: results for one eBPF state only", states=states)
@@ -134,13 +134,13 @@ def _latency(result: BenchResult, path: str | None, name: str) -> float | None:
     return entry.percentile(name) if entry else None
 
 
-def plot_throughput(run_dir: Path, out_dir: Path) -> Path:
+def plot_throughput(loaded: Sequence[BenchResult], out_dir: Path) -> Path:
     """Calls/s per thread count, one series per (node, eBPF state): mean over repetitions, min-max bars.
 
     Per node rather than summed, so a node that scales differently from its siblings stands out. With no
     result at all the figure says so instead of being absent, so a report always has its throughput slot.
     """
-    results = [result for result in load_results(run_dir) if result.calls_per_s is not None]
+    results = [result for result in loaded if result.calls_per_s is not None]
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     axes = figure.subplots()
     threads = sorted({result.threads for result in results})

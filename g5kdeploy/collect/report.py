@@ -40,9 +40,10 @@ from g5kdeploy.collect.document import (
     to_html,
     to_markdown,
 )
-from g5kdeploy.collect.files import deployment_ids, job_ids, read_json, read_run
+from g5kdeploy.collect.files import read_json
+from g5kdeploy.files import atomic_write_text
 from g5kdeploy.payload import STATX_TARGET
-from g5kdeploy.results import atomic_write_text
+from g5kdeploy.results import RunRecord, read_record
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -64,13 +65,17 @@ def write_report(
     exports: Mapping[str, Path],
     node_facts: Mapping[str, dict],
     extra: Mapping[str, Any] | None = None,
+    results: list[BenchResult] | None = None,
+    problems: list[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``run_dir`` (atomically); returns their paths.
 
     ``node_facts`` (node → ``kernel``, ``system``, ``config_sha256``, ...) take precedence over the facts the
     deploy phase recorded in ``run.json``, which fill in what they lack.
     """
-    document = build_report(run_dir, plots=plots, exports=exports, node_facts=node_facts, extra=extra)
+    document = build_report(
+        run_dir, plots=plots, exports=exports, node_facts=node_facts, extra=extra, results=results, problems=problems
+    )
     markdown, page = run_dir / REPORT_MD, run_dir / REPORT_HTML
     atomic_write_text(markdown, to_markdown(document))
     atomic_write_text(page, to_html(document))
@@ -84,14 +89,19 @@ def build_report(
     exports: Mapping[str, Path],
     node_facts: Mapping[str, dict],
     extra: Mapping[str, Any] | None = None,
+    results: list[BenchResult] | None = None,
+    problems: list[str] | None = None,
 ) -> Document:
-    run = read_run(run_dir)
-    problems: list[str] = []
-    results = load_results(run_dir, problems)
+    """The report's document; ``results`` (and the ``problems`` met loading them) are read here unless given."""
+    run = read_record(run_dir)
+    if results is None:
+        problems = []
+        results = load_results(run_dir, problems)
+    problems = list(problems or [])
     sections = [
         *_warnings(run),
         _what(run, run_dir),
-        _where(run),
+        *_where(run),
         _systems(run, node_facts, results),
         _numbers(results),
         _on_off(results),
@@ -104,7 +114,7 @@ def build_report(
     ]
     if extra:
         sections.append(Section("Extra", [Facts([(str(key), _value(value)) for key, value in extra.items()])]))
-    return Document(f"Run {run.get('run_id') or run_dir.name}", sections)
+    return Document(f"Run {run.run_id if run else run_dir.name}", sections)
 
 
 def fmt_ns(value: float) -> str:
@@ -124,89 +134,90 @@ def _spread_text(point: Spread | None, fmt: Any) -> str:
     return f"{fmt(point.mean)} ({fmt(point.low)}{DASH}{fmt(point.high)})"
 
 
-def _what(run: dict[str, Any], run_dir: Path) -> Section:
-    playbook = run.get("playbook") or {}
-    bench = playbook.get("bench") or {}
+def _what(run: RunRecord | None, run_dir: Path) -> Section:
+    if run is None:
+        return Section("What ran", [Paragraph(f"{run_dir.name}: run.json is missing or unreadable.")])
+    bench = run.playbook.bench
     items = [
-        ("run", str(run.get("run_id") or run_dir.name)),
-        ("playbook", f"{playbook.get('name', '?')} ({run.get('playbook_path', '?')})"),
-        ("created", str(run.get("created_at", "?"))),
-        ("released", str(run.get("released_at") or "not yet")),
+        ("run", run.run_id),
+        ("playbook", f"{run.playbook.name} ({run.playbook_path})"),
+        ("created", run.created_at),
+        ("released", run.released_at or "not yet"),
     ]
     if bench:
         items += [
-            ("benchmark", f"statx-bench on {', '.join(map(str, bench.get('paths') or []))}"),
-            ("sweep", f"threads {_list(bench.get('threads'))} {TIMES} eBPF {_list(bench.get('ebpf'))} {TIMES} "
-                      f"{bench.get('repetitions')} repetitions, {bench.get('iterations')} timed calls per thread "
-                      f"after {bench.get('warmup')} warm-up calls"),
-            ("bench roles", ", ".join(bench.get("roles") or []) or "every role"),
+            ("benchmark", f"statx-bench on {', '.join(bench.paths)}"),
+            ("sweep", f"threads {_list(bench.threads)} {TIMES} eBPF {_list(bench.ebpf)} {TIMES} "
+                      f"{bench.repetitions} repetitions, {bench.iterations} timed calls per thread "
+                      f"after {bench.warmup} warm-up calls"),
+            ("bench roles", ", ".join(bench.roles or []) or "every role"),
         ]  # fmt: skip
     return Section("What ran", [Facts(items)])
 
 
-def _vm_facts(run: dict[str, Any]) -> list[tuple[str, str]]:
+def _vm_facts(run: RunRecord) -> list[tuple[str, str]]:
     """On the VM testbed: how the guests ran, on which kernel, and that the eBPF exporter is our stand-in."""
-    if run.get("testbed") != "vm":
+    if run.testbed != "vm" or run.local is None:
         return []
-    local = json_object(run.get("local"))
-    kernel = str(local.get("kernel_dir") or "?")
+    local = run.local
+    kernel = local.kernel_dir or "?"
     return [
-        ("VM accelerator", str(local.get("accelerator") or "?")),
+        ("VM accelerator", local.accelerator or "?"),
         ("VM kernel", f"{Path(kernel).name} ({kernel})"),
         ("eBPF exporter", "our stand-in for ebpf_exporter (g5kdeploy/payload/ebpf_exporter_standin.py), which reads "
                           "ebpf_exporter's config and maps and serves its metrics; Grid'5000 runs the real one"),
     ]  # fmt: skip
 
 
-def _where(run: dict[str, Any]) -> Section:
-    jobs = job_ids(run)
-    sites = sorted({str(job["site"]) for job in jobs if job["site"]})
+def _where(run: RunRecord | None) -> list[Section]:
+    if run is None:
+        return []
+    jobs = run.jobs
+    sites = sorted({job.site for job in jobs})
     blocks: list[Any] = [Facts([
-        ("testbed", str(run.get("testbed", "?"))),
-        ("API", str(run.get("api_url", "?"))),
+        ("testbed", run.testbed),
+        ("API", run.api_url),
         ("sites", ", ".join(sites) or "none"),
-        ("OAR jobs", ", ".join(f"{job['site']}/{job['uid'] if job['uid'] is not None else '?'}" for job in jobs)
-         or "none"),
+        ("OAR jobs", ", ".join(f"{job.site}/{job.uid if job.uid is not None else '?'}" for job in jobs) or "none"),
         *_vm_facts(run),
     ])]  # fmt: skip
-    raw_jobs = [job for job in run.get("jobs") or [] if isinstance(job, dict)]
-    if raw_jobs:
+    if jobs:
         blocks.append(Table(
             ["site", "job id", "state", "nodes", "resources"],
-            [[str(job.get("site")), str(job.get("uid")), str(job.get("state")), str(len(job.get("nodes") or [])),
-              str(job.get("resources", ""))] for job in raw_jobs],
+            [[job.site, str(job.uid), job.state, str(len(job.nodes)), job.resources] for job in jobs],
             numeric=frozenset({1, 3}),
         ))  # fmt: skip
-    roles = run.get("roles") or {}
-    if roles:
-        blocks.append(Table(["role", "nodes"], [[role, ", ".join(nodes)] for role, nodes in sorted(roles.items())]))
-    return Section("Where", blocks)
+    if run.roles:
+        blocks.append(Table(["role", "nodes"], [[role, ", ".join(nodes)] for role, nodes in sorted(run.roles.items())]))
+    return [Section("Where", blocks)]
 
 
-def _systems(run: dict[str, Any], node_facts: Mapping[str, dict], results: list[BenchResult]) -> Section:
-    deploy = run.get("deploy") or {}
-    recorded = deploy.get("nodes") or {}
+def _systems(run: RunRecord | None, node_facts: Mapping[str, dict], results: list[BenchResult]) -> Section:
+    deploy = run.deploy if run else None
+    recorded = deploy.nodes if deploy else {}
     roles_of: dict[str, list[str]] = {}
-    for role, nodes in (run.get("roles") or {}).items():
-        for node in nodes:
+    for role, members in (run.roles if run else {}).items():
+        for node in members:
             roles_of.setdefault(node, []).append(role)
     nodes = sorted(set(roles_of) | set(node_facts) | set(recorded) | {result.node for result in results})
     blocks: list[Any] = []
     if deploy:
         blocks.append(Facts([
-            ("deploy method", str(deploy.get("method", "?"))),
-            ("boot marker", str(deploy.get("marker", "?"))),
-            ("deployments", ", ".join(deployment_ids(run)) or "none recorded"),
+            ("deploy method", deploy.method),
+            ("boot marker", deploy.marker),
+            ("deployments", ", ".join(deploy.deployments) or "none recorded"),
         ]))  # fmt: skip
     else:
         blocks.append(Paragraph("No deploy phase recorded: the nodes ran the testbed's own system."))
     rows = []
     for node in nodes:
-        entry = json_object(recorded.get(node))
-        facts = {**(entry.get("facts") or {}), **(node_facts.get(node) or {})}
-        rows.append([node, ", ".join(roles_of.get(node, [])), str(facts.get("kernel") or "?"),
-                     str(facts.get("system") or "?"), str(facts.get("config_sha256") or "?"),
-                     str(entry.get("state") or NONE)])  # fmt: skip
+        entry = recorded.get(node)
+        deployed = entry.facts if entry else None
+        facts = node_facts.get(node) or {}
+        kernel = facts.get("kernel") or (deployed.kernel if deployed else None)
+        system = facts.get("system") or (deployed.system if deployed else None)
+        rows.append([node, ", ".join(roles_of.get(node, [])), str(kernel or "?"), str(system or "?"),
+                     str(facts.get("config_sha256") or "?"), entry.state if entry else NONE])  # fmt: skip
     if rows:
         blocks.append(Table(["node", "roles", "kernel", "system (closure)", "config sha256", "deploy"], rows))
     return Section("Systems", blocks)
@@ -373,7 +384,7 @@ class NodeProof:
 CHECK_NAMES = ("program's struct with eBPF on", "real values after detach", "override counter", "latency histogram")
 
 
-def _proof(run: dict[str, Any], run_dir: Path, results: list[BenchResult], exports: Mapping[str, Path]) -> Section:
+def _proof(run: RunRecord | None, run_dir: Path, results: list[BenchResult], exports: Mapping[str, Path]) -> Section:
     title = "Override proof"
     if not any(result.ebpf == "on" for result in results):
         return Section(title, [Paragraph(f"The override proof was not run: {_not_run(run, run_dir)}.")])
@@ -416,9 +427,9 @@ def _unproven(proof: NodeProof) -> str:
                      if check.status != PASS)  # fmt: skip
 
 
-def _not_run(run: dict[str, Any], run_dir: Path) -> str:
-    bench = json_object(json_object(run.get("playbook")).get("bench"))
-    if bench and "on" not in (bench.get("ebpf") or []):
+def _not_run(run: RunRecord | None, run_dir: Path) -> str:
+    bench = run.playbook.bench if run else None
+    if bench and "on" not in bench.ebpf:
         return "the sweep has no eBPF-on combination (bench.ebpf does not list on)"
     reasons: dict[str, set[str]] = {}
     for key, nodes in _sweep_notes(run_dir).items():
@@ -433,11 +444,12 @@ def _not_run(run: dict[str, Any], run_dir: Path) -> str:
     return "no eBPF-on combination finished"
 
 
-def _sweep_order(run: dict[str, Any]) -> Callable[[BenchResult], tuple[Any, ...]]:
+def _sweep_order(run: RunRecord | None) -> Callable[[BenchResult], tuple[Any, ...]]:
     """The order the sweep ran the combinations in: repetitions outermost, then eBPF states, then threads, as the
     playbook lists them (the time each finished breaks ties, e.g. when the playbook is not recorded)."""
-    bench = json_object(json_object(run.get("playbook")).get("bench"))
-    states, counts = list(bench.get("ebpf") or []), list(bench.get("threads") or [])
+    bench = run.playbook.bench if run else None
+    states: list[str] = list(bench.ebpf) if bench else []
+    counts: list[int] = list(bench.threads) if bench else []
 
     def position(result: BenchResult) -> tuple[Any, ...]:
         state = states.index(result.ebpf) if result.ebpf in states else len(states)
@@ -581,48 +593,44 @@ def _plots(plots: Sequence[Path], run_dir: Path) -> Section:
     return Section("Plots", [Images([(path.stem, _relative(path, run_dir)) for path in plots])])
 
 
-def _warnings(run: dict[str, Any]) -> list[Section]:
+def _warnings(run: RunRecord | None) -> list[Section]:
     """What the collect phase found wrong with the data, first, where nobody can miss it."""
-    collected = json_object(run.get("collected"))
-    warnings = [str(item) for item in collected.get("warnings") or []]
+    warnings = run.collected.warnings if run else []
     return [Section("Warnings", [Bullets(warnings)])] if warnings else []
 
 
-def _exports(exports: Mapping[str, Path], run_dir: Path, run: dict[str, Any]) -> Section:
+def _exports(exports: Mapping[str, Path], run_dir: Path, run: RunRecord | None) -> Section:
     if not exports:
         return Section("Exports", [Paragraph("None.")])
-    described = json_object(json_object(run.get("collected")).get("exports"))
+    described = run.collected.exports if run else {}
     items = []
     for name, path in exports.items():
-        entry = json_object(described.get(name))
+        entry = described.get(name)
         if not path.is_file():
             note = "(missing)"
-        elif entry.get("empty"):
-            note = f"(EMPTY, {entry['empty']})"
-        elif "rows" in entry:
-            note = f"({entry['rows']} rows, {entry.get('series', '?')} series, {_size(path.stat().st_size)})"
+        elif entry and entry.empty:
+            note = f"(EMPTY, {entry.empty})"
+        elif entry:
+            note = f"({entry.rows} rows, {entry.series} series, {_size(path.stat().st_size)})"
         else:
             note = f"({_size(path.stat().st_size)})"
         items.append((name, _relative(path, run_dir), note))
     return Section("Exports", [Links(items)])
 
 
-def _phases(run: dict[str, Any]) -> Section:
-    phases = run.get("phases") or {}
-    if not phases:
+def _phases(run: RunRecord | None) -> Section:
+    if not run or not run.phases:
         return Section("Phases", [Paragraph("No phase recorded.")])
     rows = []
-    for name, phase in phases.items():
-        phase = phase if isinstance(phase, dict) else {}
-        started, finished = phase.get("started_at"), phase.get("finished_at")
-        seconds = _seconds(started, finished)
-        rows.append([name, str(phase.get("state", "?")), str(started or "?"), str(finished or NONE),
-                     NONE if seconds is None else f"{seconds:.0f}", str(phase.get("error") or "")])  # fmt: skip
+    for name, phase in run.phases.items():
+        seconds = _seconds(phase.started_at, phase.finished_at)
+        rows.append([name, phase.state, phase.started_at, phase.finished_at or NONE,
+                     NONE if seconds is None else f"{seconds:.0f}", phase.error or ""])  # fmt: skip
     return Section("Phases", [Table(["phase", "state", "started", "finished", "seconds", "error"], rows,
                                     numeric=frozenset({4}))])  # fmt: skip
 
 
-def _skipped(run: dict[str, Any], run_dir: Path, results: list[BenchResult], problems: list[str]) -> Section:
+def _skipped(run: RunRecord | None, run_dir: Path, results: list[BenchResult], problems: list[str]) -> Section:
     """What the sweep did not measure and why: ``bench/sweep.json`` notes, then pairs missing without a note."""
     by_reason: dict[tuple[str, str], list[str]] = {}
     noted: set[tuple[str, str]] = set()
@@ -649,18 +657,16 @@ def _sweep_notes(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
             for key, nodes in pairs.items()}  # fmt: skip
 
 
-def _planned(run: dict[str, Any]) -> list[tuple[str, str]]:
-    playbook = run.get("playbook") or {}
-    bench = playbook.get("bench") or {}
-    if not bench:
+def _planned(run: RunRecord | None) -> list[tuple[str, str]]:
+    bench = run.playbook.bench if run else None
+    if run is None or bench is None:
         return []
-    roles = run.get("roles") or {}
-    nodes = sorted({node for role in bench.get("roles") or list(roles) for node in roles.get(role, [])})
+    nodes = sorted({node for role in bench.roles or list(run.roles) for node in run.roles.get(role, [])})
     return [
         (f"threads-{threads}_ebpf-{ebpf}_rep-{repetition}", node)
-        for repetition in range(1, int(bench.get("repetitions") or 1) + 1)
-        for ebpf in bench.get("ebpf") or []
-        for threads in bench.get("threads") or []
+        for repetition in range(1, bench.repetitions + 1)
+        for ebpf in bench.ebpf
+        for threads in bench.threads
         for node in nodes
     ]
 

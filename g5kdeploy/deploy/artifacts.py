@@ -14,17 +14,17 @@ through it (SIGUSR1, SIGUSR2) and its counters last the whole run.
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from g5kdeploy.deploy.base import BootOutcome, DeployContext, Expectation
 from g5kdeploy.errors import TestbedError, ToolError
+from g5kdeploy.files import sha256_file
 from g5kdeploy.log import get_logger
 from g5kdeploy.payload import STATX_TARGET, STATX_TARGET_TEXT, build_statx_bench
+from g5kdeploy.plans import ArtifactsPlan
 from g5kdeploy.process import run
 
 log = get_logger(__name__)
@@ -56,10 +56,6 @@ def missing_option(lines: tuple[str, ...]) -> str | None:
     return next((option for sign, option in MISSING_OPTION_SIGNS if sign in text), None)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_ebpf(
     out_dir: Path, sources: Path, programs: list[str], *, vmlinux_h: Path | None
 ) -> tuple[list[Path], str | None]:
@@ -78,7 +74,8 @@ def build_ebpf(
     if vmlinux_h is not None:
         shutil.copyfile(vmlinux_h, header)
     else:
-        header.write_text(run(["bpftool", "btf", "dump", "file", KERNEL_BTF, "format", "c"], timeout=60).stdout)
+        dump = ["bpftool", "btf", "dump", "file", str(KERNEL_BTF), "format", "c"]
+        header.write_text(run(dump, timeout=60, what="generate vmlinux.h from this machine's BTF").stdout)
     files: list[Path] = []
     try:
         for name in programs:
@@ -91,9 +88,13 @@ def build_ebpf(
                     )
             obj = out_dir / f"{name}.bpf.o"
             try:
-                run(["clang", *BPF_CFLAGS, f"-I{out_dir}", "-c", source, "-o", obj], timeout=COMPILE_TIMEOUT)
+                run(
+                    ["clang", *BPF_CFLAGS, f"-I{out_dir}", "-c", source, "-o", obj],
+                    timeout=COMPILE_TIMEOUT,
+                    what=f"compile the eBPF program {source.name}",
+                )
             except ToolError as exc:
-                raise TestbedError(f"{source.name} does not compile: {exc}") from None
+                raise TestbedError(str(exc)) from None
             shutil.copyfile(config, out_dir / config.name)
             files += [obj, out_dir / config.name]
     finally:
@@ -146,7 +147,7 @@ class ArtifactsMethod:
         self._files: dict[str, str] = {}
         self.ebpf_toggle: dict[str, str] | None = None
 
-    def plan(self, context: DeployContext, nodes: list[str]) -> dict[str, Any]:
+    def plan(self, context: DeployContext, nodes: list[str]) -> ArtifactsPlan:
         out_dir = context.run_dir / REMOTE_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
         binary = build_statx_bench(context.run_dir / "build")
@@ -166,19 +167,18 @@ class ArtifactsMethod:
             shutil.copyfile(STANDIN, out_dir / STANDIN.name)
             shipped.append(out_dir / STANDIN.name)
             self.ebpf_toggle = exporter_toggle()
-        self._files = {f"{REMOTE_DIR}/{path.name}": _sha256(path) for path in shipped}
-        return {
-            "method": self.name,
-            "nodes": nodes,
-            "files": self._files,
-            "ebpf": skipped
+        self._files = {f"{REMOTE_DIR}/{path.name}": sha256_file(path) for path in shipped}
+        return ArtifactsPlan(
+            nodes=nodes,
+            files=self._files,
+            ebpf=skipped
             or (
                 f"compiled against the VM kernel {kernel.release}; loaded on {', '.join(context.ebpf_nodes)} by our "
                 "stand-in for ebpf_exporter"
                 if kernel
                 else "compiled against this machine's BTF"
             ),
-        }
+        )
 
     def boot(self, context: DeployContext, nodes: list[str], *, deadline: float) -> dict[str, BootOutcome]:
         outcomes: dict[str, BootOutcome] = {}

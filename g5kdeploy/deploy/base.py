@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from g5kdeploy.clock import Clock
+from g5kdeploy.plans import DeployPlan
 from g5kdeploy.playbook import Playbook
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import RunRecord, RunStore
@@ -66,6 +67,8 @@ class BootOutcome:
     log: tuple[str, ...] = ()
     #: False when trying again cannot help (the verifier refused the program): the node is not retried.
     retriable: bool = True
+    #: The Kadeploy deployment that worked on the node (``site/uid``), where one did.
+    deployment: str | None = None
 
 
 class DeployMethod(Protocol):
@@ -75,7 +78,7 @@ class DeployMethod(Protocol):
     #: The commands that switch the eBPF program on and off, or None where there is none.
     ebpf_toggle: dict[str, str] | None
 
-    def plan(self, context: DeployContext, nodes: list[str]) -> dict[str, Any]:
+    def plan(self, context: DeployContext, nodes: list[str]) -> DeployPlan:
         """Prepare what every node needs (build, cache check) and say what will happen; acts on no node."""
         ...
 

@@ -14,6 +14,7 @@ from typing import Any
 from g5kdeploy.deploy.base import NIXOS_EBPF_TOGGLE, BootOutcome, DeployContext, Expectation
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.log import get_logger
+from g5kdeploy.plans import KadeployPlan
 from g5kdeploy.testbeds.g5k_ssh import find_key, public_key
 
 log = get_logger(__name__)
@@ -49,6 +50,10 @@ class _Running:
     last: dict[str, Any] = field(default_factory=dict)
     poll_error: str | None = None
 
+    @property
+    def label(self) -> str:
+        return f"{self.site}/{self.uid}"
+
 
 class KadeployMethod:
     name = "kadeploy"
@@ -77,15 +82,13 @@ class KadeployMethod:
 
     # The DeployMethod interface --------------------------------------------------------------------------
 
-    def plan(self, context: DeployContext, nodes: list[str]) -> dict[str, Any]:
-        sites = by_site(nodes)
-        return {
-            "method": self.name,
-            "environment": self._environment(context),
-            "nodes": list(nodes),
-            "sites": sites,
-            "poll_seconds": self.poll_seconds,
-        }
+    def plan(self, context: DeployContext, nodes: list[str]) -> KadeployPlan:
+        return KadeployPlan(
+            environment=self._environment(context),
+            nodes=list(nodes),
+            sites=by_site(nodes),
+            poll_seconds=self.poll_seconds,
+        )
 
     def boot(self, context: DeployContext, nodes: list[str], *, deadline: float) -> dict[str, BootOutcome]:
         environment = self._environment(context)
@@ -153,30 +156,33 @@ class KadeployMethod:
     @staticmethod
     def _outcomes(dep: _Running) -> dict[str, BootOutcome]:
         status = dep.last.get("status")
-        trail = (f"deployment {dep.site}/{dep.uid}: {status}",)
+        trail = (f"deployment {dep.label}: {status}",)
         if status != "terminated":
             detail = dep.last.get("output") or dep.last.get("error")
             reason = f"deployment {dep.uid} on {dep.site} ended with status {status}" + (
                 f": {detail}" if detail else ""
             )
-            return {node: BootOutcome(ok=False, reason=reason, log=trail) for node in dep.nodes}
+            return {node: BootOutcome(ok=False, reason=reason, log=trail, deployment=dep.label) for node in dep.nodes}
         results: dict[str, Any] = dep.last.get("result") or {}
         outcomes = {}
         for node in dep.nodes:
             entry = results.get(node)
             if not isinstance(entry, dict):
                 outcomes[node] = BootOutcome(
-                    ok=False, reason=f"deployment {dep.uid} terminated without a result for this node", log=trail
+                    ok=False,
+                    reason=f"deployment {dep.uid} terminated without a result for this node",
+                    log=trail,
+                    deployment=dep.label,
                 )
                 continue
             state = str(entry.get("state", "")).upper()
             if state == "OK":
-                outcomes[node] = BootOutcome(ok=True, log=trail)
+                outcomes[node] = BootOutcome(ok=True, log=trail, deployment=dep.label)
                 continue
             step = "/".join(str(entry.get(part)) for part in ("macro", "micro") if entry.get(part))
             error = entry.get("error") or "no error text"
             reason = f"kadeploy {state or 'no state'}" + (f" at {step}" if step else "") + f": {error}"
-            outcomes[node] = BootOutcome(ok=False, reason=reason, log=trail)
+            outcomes[node] = BootOutcome(ok=False, reason=reason, log=trail, deployment=dep.label)
         return outcomes
 
     @staticmethod
@@ -188,7 +194,7 @@ class KadeployMethod:
         )
         if dep.poll_error:
             reason += f"; last poll error: {dep.poll_error}"
-        return {node: BootOutcome(ok=False, reason=reason) for node in dep.nodes}
+        return {node: BootOutcome(ok=False, reason=reason, deployment=dep.label) for node in dep.nodes}
 
 
 def _cancel(context: DeployContext, dep: _Running) -> bool:

@@ -19,15 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from g5kdeploy.deploy.nix import Frontend, composition_roles
 from g5kdeploy.errors import ConfigError, G5kError
+from g5kdeploy.tools.frontend import Frontend
+from g5kdeploy.tools.nxc import composition_roles
 
 #: The longest kernel command line the descriptor may be put on: x86's COMMAND_LINE_SIZE is 2048 bytes, NUL
 #: included, and the boot loader may add its own words (Kadeploy's grub adds BOOT_IMAGE=...). nxc's own check,
 #: 4096 - 256 for the base64 alone, is only safe because it switches to HTTP above four nodes.
 CMDLINE_LIMIT = 2048 - 128
-#: nxc's KADEPLOY_ARCH: compose-info's system → the architecture Kadeploy names.
-KADEPLOY_ARCH = {"x86_64-linux": "x86_64", "aarch64-linux": "aarch64", "powerpc64le-linux": "ppc64le"}
 #: Each boot serves from a fresh directory of this prefix in the flake directory: two runs, or a server a
 #: crashed agent left behind, never hand out each other's descriptor.
 SERVE_PREFIX = ".g5k-deploy-http."

@@ -12,16 +12,17 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from g5kdeploy.deploy.artifacts import ArtifactsMethod
 from g5kdeploy.deploy.base import DeployContext, DeployMethod
 from g5kdeploy.deploy.kadeploy import KadeployMethod
-from g5kdeploy.deploy.nxc import NxcMethod
+from g5kdeploy.deploy.nxc_image import NxcImageMethod
+from g5kdeploy.deploy.nxc_kexec import NxcKexecMethod
 from g5kdeploy.deploy.verify import boot_ids, verify
 from g5kdeploy.errors import ConfigError, DeployError
 from g5kdeploy.log import get_logger
-from g5kdeploy.playbook import Deploy, Playbook
+from g5kdeploy.plans import DeployPlan
+from g5kdeploy.playbook import Deploy
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import DeployRecord, NodeDeployState, RunRecord, RunStore, finish_phase, start_phase
 from g5kdeploy.testbeds.base import Testbed
@@ -34,7 +35,7 @@ OnNode = Callable[[str, str, int], None]
 
 @dataclass
 class DeploySummary:
-    plan: dict[str, Any]
+    plan: DeployPlan
     verified: list[str] = field(default_factory=list)
     dropped: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
@@ -46,8 +47,10 @@ def method_for(deploy: Deploy, context: DeployContext) -> DeployMethod:
             return ArtifactsMethod()
         case "kadeploy":
             return KadeployMethod.for_context(context)
+        case "nxc" if deploy.kexec:
+            return NxcKexecMethod.for_context(context)
         case "nxc":
-            return NxcMethod.for_context(context)
+            return NxcImageMethod.for_context(context)
     raise ConfigError(f"deploy.method: unknown method {deploy.method!r}")
 
 
@@ -59,7 +62,7 @@ def run_deploy(
     dry_run: bool = False,
     on_node: OnNode | None = None,
 ) -> DeploySummary:
-    playbook = Playbook.model_validate(record.playbook)
+    playbook = record.playbook
     deploy = playbook.deploy
     if deploy is None:
         raise ConfigError(
@@ -91,8 +94,9 @@ def run_deploy(
             todo = [node for node in nodes if ledger.nodes[node].state != "verified"]
             for node in todo:
                 notify(node, "planning", ledger.nodes[node].attempts)
-            plan = method.plan(context, todo)
-            plan |= {"deadline_s": deploy.timeout, "retries": deploy.retries, "to_deploy": todo}
+            plan = method.plan(context, todo).model_copy(
+                update={"deadline_s": deploy.timeout, "retries": deploy.retries, "to_deploy": todo}
+            )
             ledger.plan = plan
             if dry_run:
                 return DeploySummary(plan=plan, dry_run=True)
@@ -144,6 +148,7 @@ def _rounds(
             state = ledger.nodes[node]
             outcome = outcomes[node]
             verdict = verdicts.get(node)
+            state.deployment = outcome.deployment or state.deployment
             if verdict is not None and verdict.ok:
                 state.state, state.reason, state.facts = "verified", None, verdict.facts
                 notify(node, "verified", state.attempts)
@@ -159,7 +164,7 @@ def _rounds(
         todo = still
 
 
-def _settle(record: RunRecord, deploy: Deploy, ledger: DeployRecord, plan: dict[str, Any]) -> DeploySummary:
+def _settle(record: RunRecord, deploy: Deploy, ledger: DeployRecord, plan: DeployPlan) -> DeploySummary:
     """Drop failed nodes if every role keeps min_nodes; otherwise fail with every node's reason."""
     short: list[str] = []
     for role, members in record.roles.items():

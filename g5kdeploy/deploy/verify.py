@@ -14,10 +14,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from g5kdeploy.deploy.base import EXPORTER_PORT, Expectation
 from g5kdeploy.remote import CommandResult, SshRunner
+from g5kdeploy.results import NodeFacts
 from g5kdeploy.tools.kernel import kernel_options
 
 PROBE_TIMEOUT = 60.0
@@ -30,7 +30,7 @@ _IN_WORKDIR = 'if [ -n "${G5K_NODE_DIR:-}" ]; then cd "$G5K_NODE_DIR" || exit 1;
 class Verdict:
     ok: bool
     reason: str | None
-    facts: dict[str, Any]
+    facts: NodeFacts
 
 
 def probe_script(expectation: Expectation) -> str:
@@ -60,53 +60,51 @@ def probe_script(expectation: Expectation) -> str:
     return "\n".join(lines)
 
 
-def parse_facts(stdout: str) -> dict[str, Any]:
-    facts: dict[str, Any] = {"config": {}, "metrics": [], "sha256": {}}
+def parse_facts(stdout: str) -> NodeFacts:
+    facts = NodeFacts()
+    plain = {"boot_id", "cmdline", "kernel", "system"}
     for line in stdout.splitlines():
         if line.startswith("config:CONFIG_"):
             name, _, value = line.removeprefix("config:CONFIG_").partition("=")
-            facts["config"][name] = value
+            facts.config[name] = value
         elif line.startswith("metric:"):
-            facts["metrics"].append(line.removeprefix("metric:"))
+            facts.metrics.append(line.removeprefix("metric:"))
         elif line.startswith("sha256:"):
             path, _, digest = line.removeprefix("sha256:").rpartition("=")
-            facts["sha256"][path] = digest
-        elif "=" in line:
-            key, _, value = line.partition("=")
-            facts[key] = value
+            facts.sha256[path] = digest
+        elif (key := line.partition("=")[0]) in plain:
+            setattr(facts, key, line.partition("=")[2])
     return facts
 
 
-def judge(
-    node: str, facts: dict[str, Any], expectation: Expectation, *, marker: str, boot_id_before: str | None
-) -> Verdict:
+def judge(node: str, facts: NodeFacts, expectation: Expectation, *, marker: str, boot_id_before: str | None) -> Verdict:
     """Every failed promise, in one reason."""
     problems: list[str] = []
-    if expectation.rebooted and boot_id_before and facts.get("boot_id") == boot_id_before:
+    if expectation.rebooted and boot_id_before and facts.boot_id == boot_id_before:
         problems.append("boot id unchanged: the node did not reboot")
-    if expectation.marker and f"g5k.run={marker}" not in str(facts.get("cmdline", "")).split():
+    if expectation.marker and f"g5k.run={marker}" not in (facts.cmdline or "").split():
         problems.append(f"g5k.run={marker} missing from /proc/cmdline: the node runs another system")
     ebpf = expectation.ebpf_nodes is None or node in expectation.ebpf_nodes
     if expectation.kernel_options and ebpf:
         wrong = [
-            f"CONFIG_{name}={facts['config'].get(name, 'unset')}"
+            f"CONFIG_{name}={facts.config.get(name, 'unset')}"
             for name, value in sorted(kernel_options().items())
-            if facts["config"].get(name) != value
+            if facts.config.get(name) != value
         ]
         if wrong:
             problems.append("kernel config lacks " + ", ".join(wrong))
     wanted = expectation.toplevel.get(node)
-    if wanted and facts.get("system") != wanted:
-        problems.append(f"/run/current-system is {facts.get('system') or 'absent'}, expected {wanted}")
+    if wanted and facts.system != wanted:
+        problems.append(f"/run/current-system is {facts.system or 'absent'}, expected {wanted}")
     if expectation.exporter and ebpf:
-        attached = [m for m in facts["metrics"] if m.startswith("ebpf_exporter_ebpf_program_attached")]
-        if not facts["metrics"]:
+        attached = [m for m in facts.metrics if m.startswith("ebpf_exporter_ebpf_program_attached")]
+        if not facts.metrics:
             problems.append(f"ebpf_exporter does not answer on {_METRICS}")
         elif not attached or any(not m.rstrip().endswith(" 1") for m in attached):
             problems.append("ebpf_exporter answers but our program is not attached")
     for path, digest in sorted(expectation.files.items()):
-        if facts["sha256"].get(path) != digest:
-            problems.append(f"{path}: sha256 {facts['sha256'].get(path) or 'missing'} != {digest}")
+        if facts.sha256.get(path) != digest:
+            problems.append(f"{path}: sha256 {facts.sha256.get(path) or 'missing'} != {digest}")
     return Verdict(ok=not problems, reason="; ".join(problems) or None, facts=facts)
 
 
@@ -136,7 +134,7 @@ def verify(
         result: CommandResult = results[node]
         if not result.ok:
             reason = "probe timed out" if result.timed_out else (result.error or f"probe exit {result.exit_code}")
-            verdicts[node] = Verdict(ok=False, reason=f"cannot probe the node: {reason}", facts={})
+            verdicts[node] = Verdict(ok=False, reason=f"cannot probe the node: {reason}", facts=NodeFacts())
             continue
         facts = parse_facts(result.stdout)
         verdicts[node] = judge(node, facts, expectation, marker=marker, boot_id_before=boot_ids_before.get(node))

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.collect.data import BenchResult, counter_totals, group, json_object, load_results
-from g5kdeploy.collect.files import read_json, read_run
+from g5kdeploy.collect.data import BenchResult, counter_totals, group, load_results
+from g5kdeploy.collect.files import read_json
 from g5kdeploy.log import get_logger
-from g5kdeploy.results import RUN_FILE
+from g5kdeploy.results import RUN_FILE, RunRecord, read_record
 
 log = get_logger(__name__)
 
@@ -166,14 +166,13 @@ def load_history(results_dir: Path, playbook_name: str, skipped: list[SkippedRun
         for run_dir in sorted(results_dir.iterdir()):
             if not (run_dir / RUN_FILE).is_file():
                 continue
-            run = read_run(run_dir)
-            playbook = json_object(run.get("playbook"))
-            if not run:
+            run = read_record(run_dir)
+            if run is None:
                 # An unreadable run.json cannot tell its playbook: said only when its name suggests ours.
                 if run_dir.name.startswith(f"{playbook_name}-"):
                     _skip(notes, run_dir.name, "run.json unreadable")
                 continue
-            if playbook.get("name") != playbook_name:
+            if run.playbook.name != playbook_name:
                 continue
             summary = _summarise(run_dir, run, notes)
             if summary is not None:
@@ -187,16 +186,15 @@ def _skip(notes: list[SkippedRun], run_id: str, reason: str) -> None:
     notes.append(SkippedRun(run_id, reason))
 
 
-def _summarise(run_dir: Path, run: dict[str, Any], notes: list[SkippedRun]) -> RunSummary | None:
-    run_id = str(run.get("run_id") or run_dir.name)
-    phases = json_object(run.get("phases"))
-    bench = phases.get("bench")
-    if not isinstance(bench, dict):
+def _summarise(run_dir: Path, run: RunRecord, notes: list[SkippedRun]) -> RunSummary | None:
+    run_id = run.run_id
+    bench = run.phases.get("bench")
+    if bench is None:
         _skip(notes, run_id, "bench phase never ran")
         return None
-    if bench.get("state") != "done":
-        error = f": {bench['error']}" if bench.get("error") else ""
-        _skip(notes, run_id, f"bench phase {bench.get('state', 'unknown')}{error}")
+    if bench.state != "done":
+        error = f": {bench.error}" if bench.error else ""
+        _skip(notes, run_id, f"bench phase {bench.state}{error}")
         return None
     problems: list[str] = []
     results = load_results(run_dir, problems)
@@ -207,9 +205,9 @@ def _summarise(run_dir: Path, run: dict[str, Any], notes: list[SkippedRun]) -> R
     node_facts = {node: read_json(run_dir / "nodes" / f"{node}.json") or {} for node in nodes}
     return RunSummary(
         run_id=run_id,
-        created_at=str(run.get("created_at") or ""),
+        created_at=run.created_at,
         hardware=_hardware(nodes, node_facts),
-        kernel_config=_kernel_config(nodes, node_facts, run),
+        kernel_config=_kernel_config(nodes, node_facts),
         values=_values(results),
         override_total=read_override_total(run_dir / OVERRIDE_CSV),
         nodes=nodes,
@@ -234,17 +232,10 @@ def _hardware(nodes: Sequence[str], facts: dict[str, dict[str, Any]]) -> str:
     return "+".join(sorted(clusters)) or UNKNOWN_HARDWARE
 
 
-def _kernel_config(nodes: Sequence[str], facts: dict[str, dict[str, Any]], run: dict[str, Any]) -> str | None:
-    deploy = json_object(run.get("deploy"))
-    deployed = json_object(deploy.get("nodes"))
+def _kernel_config(nodes: Sequence[str], facts: dict[str, dict[str, Any]]) -> str | None:
     hashes: set[str] = set()
     for node in nodes:
-        value = facts.get(node, {}).get("config_sha256")
-        if not value:
-            node_state = json_object(deployed.get(node))
-            deploy_facts = json_object(node_state.get("facts"))
-            value = deploy_facts.get("config_sha256")
-        if value:
+        if value := facts.get(node, {}).get("config_sha256"):
             hashes.add(str(value))
     return "+".join(sorted(hashes)) or None
 

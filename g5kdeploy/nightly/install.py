@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import subprocess
 from collections.abc import Sequence
 from datetime import time
 from pathlib import Path
 
 from g5kdeploy.errors import ConfigError, G5kError
-from g5kdeploy.results import atomic_write_text
+from g5kdeploy.files import atomic_write_text
+from g5kdeploy.process import run
 
 DEFAULT_NAME = "g5k-nightly"
 DEFAULT_AT = time(18, 30)
@@ -208,7 +208,7 @@ def _crontab(crontab: str | Sequence[str]) -> list[str]:
 
 
 def _read_crontab(crontab: str | Sequence[str], timeout: float) -> list[str]:
-    proc = subprocess.run([*_crontab(crontab), "-l"], check=False, capture_output=True, text=True, timeout=timeout)
+    proc = run([*_crontab(crontab), "-l"], timeout=timeout, what="read your crontab", check=False)
     if proc.returncode != 0:
         # "no crontab for <user>" (cron, cronie, busybox alike) is an empty table, not an error.
         if "no crontab" in proc.stderr.lower():
@@ -219,9 +219,7 @@ def _read_crontab(crontab: str | Sequence[str], timeout: float) -> list[str]:
 
 def _write_crontab(crontab: str | Sequence[str], lines: list[str], timeout: float) -> None:
     text = "".join(f"{line}\n" for line in lines)
-    proc = subprocess.run(
-        [*_crontab(crontab), "-"], input=text, check=False, capture_output=True, text=True, timeout=timeout
-    )
+    proc = run([*_crontab(crontab), "-"], timeout=timeout, what="write your crontab", input=text, check=False)
     if proc.returncode != 0:
         raise G5kError(f"crontab - failed ({proc.returncode}): {proc.stderr.strip()}")
 

@@ -15,10 +15,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from g5kdeploy.files import atomic_write_bytes, atomic_write_text
 from g5kdeploy.log import get_logger
 from g5kdeploy.nightly.history import RunSummary, Series, build_series
 from g5kdeploy.nightly.regression import ROW_HEADERS, Change, Report
-from g5kdeploy.results import atomic_write_bytes, atomic_write_text
 
 log = get_logger(__name__)
 DPI = 100

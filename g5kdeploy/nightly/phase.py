@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.errors import ConfigError, JobRefused, ReservationError
+from g5kdeploy.errors import ConfigError, JobRefused, ReservationError, ToolError
 from g5kdeploy.log import get_logger
 from g5kdeploy.nightly.history import load_history
 from g5kdeploy.nightly.nightly_report import write_nightly
@@ -24,6 +23,7 @@ from g5kdeploy.nightly.regression import Report, detect
 from g5kdeploy.nightly.schedule import DEFAULT_MARGIN, Slot, explain
 from g5kdeploy.pipeline import OnPhase, run_pipeline
 from g5kdeploy.playbook import PARIS, Nightly, Playbook
+from g5kdeploy.process import run
 from g5kdeploy.reserve.phase import create_run, job_body, plan_jobs
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.testbeds.base import Testbed
@@ -124,7 +124,7 @@ def _tonight(store: RunStore, playbook: Playbook, key: str) -> RunRecord | None:
         (
             record
             for record in reversed(store.all())
-            if record.playbook.get("name") == playbook.name and record.nightly_slot == key
+            if record.playbook.name == playbook.name and record.nightly_slot == key
         ),
         None,
     )
@@ -187,7 +187,7 @@ def check(store: RunStore, playbook: Playbook) -> tuple[Report, dict[str, Path]]
 
 def _prune(store: RunStore, playbook: Playbook, keep: int) -> None:
     """Delete the oldest released runs of the playbook beyond ``keep``; runs still holding jobs stay."""
-    mine = [record for record in store.all() if record.playbook.get("name") == playbook.name]
+    mine = [record for record in store.all() if record.playbook.name == playbook.name]
     for record in mine[:-keep] if len(mine) > keep else []:
         if record.released_at and not record.live_jobs():
             shutil.rmtree(store.directory(record.run_id), ignore_errors=True)
@@ -199,9 +199,9 @@ def _on_regression(command: str, report: Path) -> str:
     quoted = shlex.quote(str(report))
     line = command.replace("{report}", quoted) if "{report}" in command else f"{command} {quoted}"
     try:
-        done = subprocess.run(["sh", "-c", line], check=False, timeout=HOOK_TIMEOUT, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-        return f"on_regression timed out after {HOOK_TIMEOUT} s: {line}"
+        done = run(["sh", "-c", line], timeout=HOOK_TIMEOUT, what="run the on_regression hook", check=False)
+    except ToolError as exc:
+        return f"{exc}: {line}"
     if done.returncode != 0:
         return f"on_regression exited {done.returncode}: {done.stderr.strip()[-500:]}"
     return f"on_regression ran: {line}"

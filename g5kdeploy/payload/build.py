@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from g5kdeploy.errors import TestbedError
+from g5kdeploy.errors import TestbedError, ToolError
+from g5kdeploy.process import run
 
 SOURCE = Path(__file__).with_name("statx-bench.c")
 BINARY_NAME = "statx-bench"
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-pthread")
 INSTALL_HINT = "install a C compiler and the C library headers: apt-get install gcc libc6-dev"
 COMPILE_TIMEOUT_S = 120
-STDERR_TAIL_LINES = 20
 
 
 def _build_key(source: bytes, cc: str) -> str:
@@ -24,11 +23,6 @@ def _build_key(source: bytes, cc: str) -> str:
     digest = hashlib.sha256(source)
     digest.update(b"\0" + cc.encode() + b"\0" + " ".join(CFLAGS).encode())
     return digest.hexdigest()
-
-
-def _tail(text: str) -> str:
-    lines = text.strip().splitlines()
-    return "\n".join(lines[-STDERR_TAIL_LINES:])
 
 
 def build_statx_bench(out_dir: Path, *, cc: str = "cc") -> Path:
@@ -59,25 +53,9 @@ def build_statx_bench(out_dir: Path, *, cc: str = "cc") -> Path:
     tmp = Path(tmp_name)
     try:
         try:
-            result = subprocess.run(
-                [compiler, *CFLAGS, "-o", str(tmp), str(SOURCE)],
-                check=False,
-                capture_output=True,
-                text=True,
-                timeout=COMPILE_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise TestbedError(
-                f"cannot build {BINARY_NAME}: {cc} did not finish within {COMPILE_TIMEOUT_S} s", hint=INSTALL_HINT
-            ) from exc
-        except OSError as exc:
-            raise TestbedError(f"cannot build {BINARY_NAME}: cannot run {cc}: {exc}", hint=INSTALL_HINT) from exc
-        if result.returncode != 0:
-            tail = _tail(result.stderr) or "(no output on stderr)"
-            raise TestbedError(
-                f"cannot build {BINARY_NAME}: {cc} exited with status {result.returncode}:\n{tail}",
-                hint=INSTALL_HINT,
-            )
+            run([compiler, *CFLAGS, "-o", tmp, SOURCE], timeout=COMPILE_TIMEOUT_S, what=f"build {BINARY_NAME}")
+        except ToolError as exc:
+            raise TestbedError(str(exc), hint=INSTALL_HINT) from None
         tmp.chmod(0o755)
         os.replace(tmp, binary)
     finally:

@@ -10,8 +10,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from g5kdeploy.files import sha256_file
+
 MANIFEST_NAME = ".g5kdeploy-manifest.sha256"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -26,21 +27,13 @@ class Manifest:
         return hashlib.sha256(self.text().encode()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build(root: Path) -> tuple[Manifest, int]:
     """The manifest of every regular file under ``root`` (symbolic links are not followed), and their size."""
     entries: dict[str, str] = {}
     size = 0
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink() and path.name != MANIFEST_NAME:
-            entries["./" + path.relative_to(root).as_posix()] = file_sha256(path)
+            entries["./" + path.relative_to(root).as_posix()] = sha256_file(path)
             size += path.stat().st_size
     return Manifest(entries), size
 
@@ -64,7 +57,7 @@ def verify(root: Path, manifest: Manifest) -> tuple[list[str], int]:
     size = 0
     for relative, digest in manifest.entries.items():
         path = root / relative
-        if not path.is_file() or file_sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             bad.append(relative)
         else:
             size += path.stat().st_size

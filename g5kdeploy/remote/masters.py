@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from execo import Process
 
-from g5kdeploy.errors import ConfigError, RemoteError
+from g5kdeploy.errors import ConfigError, RemoteError, ToolError
+from g5kdeploy.process import run
 
 # sockaddr_un.sun_path is 108 bytes with its NUL; %C expands to 40 hex digits.
 UNIX_PATH_MAX = 107
@@ -87,14 +87,9 @@ class Masters:
             if not self.is_up(host):
                 continue
             # A master that does not answer in time still ends by itself after ControlPersist.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                subprocess.run(
-                    ["ssh", *self.ssh_options, "-O", "exit", host],
-                    check=False,
-                    capture_output=True,
-                    stdin=subprocess.DEVNULL,
-                    timeout=EXIT_TIMEOUT,
-                )
+            with contextlib.suppress(ToolError):
+                exit_master = ["ssh", *self.ssh_options, "-O", "exit", host]
+                run(exit_master, timeout=EXIT_TIMEOUT, what=f"stop the SSH master of {host}", check=False)
         self._paths.clear()
         if self._owned:
             with contextlib.suppress(OSError):

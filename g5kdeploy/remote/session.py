@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,12 @@ import fabric
 import paramiko
 
 from g5kdeploy.errors import RemoteError
+from g5kdeploy.process import free_ports
+from g5kdeploy.waiting import wait_until
 
 CONNECT_TIMEOUT = 10.0
 FORWARD_READY_TIMEOUT = 5.0
+LOCALHOST = "127.0.0.1"
 
 
 def connect(
@@ -51,27 +53,25 @@ def forward_local(
 ) -> Iterator[int]:
     """Forward a local port to ``remote_host:remote_port`` as seen from the node; yields the local port."""
     if local_port == 0:
-        local_port = _free_local_port()
+        local_port = free_ports([LOCALHOST])[0]
     with connection.forward_local(local_port, remote_port=remote_port, remote_host=remote_host):
         # fabric returns before its listener is bound: wait until it accepts.
         _wait_listening(local_port)
         yield local_port
 
 
-def _free_local_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + FORWARD_READY_TIMEOUT
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return
-        except OSError as error:
-            if time.monotonic() > deadline:
-                raise RemoteError(f"local forward on port {port} did not start listening") from error
-            time.sleep(0.02)
+    wait_until(
+        lambda: _accepts(port),
+        timeout=FORWARD_READY_TIMEOUT,
+        what=f"the local forward on port {port} to listen",
+        interval=0.02,
+    )
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=1.0):
+            return True
+    except OSError:
+        return False

@@ -17,6 +17,7 @@ from execo import Get, Host, Process, Put
 from execo.process import ProcessBase
 
 from g5kdeploy.errors import ConfigError
+from g5kdeploy.files import sha256_file
 from g5kdeploy.remote import manifest
 from g5kdeploy.remote.batch import Collector, collect_processes
 from g5kdeploy.remote.manifest import MANIFEST_NAME
@@ -33,7 +34,7 @@ def put(
 ) -> dict[str, TransferResult]:
     if not local.is_file():
         raise ConfigError(f"no such local file: {local}")
-    expected = manifest.file_sha256(local)
+    expected = sha256_file(local)
     size = local.stat().st_size
 
     def start(ready: Sequence[str]) -> Collector:
@@ -69,7 +70,7 @@ def get(
     results = {}
     for host, (expected, error) in remote_sums.items():
         local = local_dir / host / Path(remote).name
-        actual = manifest.file_sha256(local) if error is None and local.is_file() else None
+        actual = sha256_file(local) if error is None and local.is_file() else None
         duration = copied[host].duration if host in copied else 0.0
         if error is None and copied[host].exit_code != 0:
             error = _failure(copied[host], "scp")
@@ -88,7 +89,7 @@ def put_tree(
     tree, size = manifest.build(local_dir)
     with tempfile.TemporaryDirectory(prefix="g5k-manifest-") as scratch:
         (Path(scratch) / MANIFEST_NAME).write_text(tree.text())
-        directory = _remote_path(remote_dir)
+        directory = remote_path(remote_dir)
         check = (
             f"mkdir -p {directory} && tar -C {directory} -xf - && cd {directory} && "
             f"sha256sum --quiet --strict -c {MANIFEST_NAME}; status=$?; rm -f {MANIFEST_NAME}; exit $status"
@@ -115,7 +116,7 @@ def put_tree(
 def get_tree(
     runner: SshRunner, hosts: Sequence[str], remote_dir: str, local_dir: Path, *, timeout: float
 ) -> dict[str, TransferResult]:
-    directory = _remote_path(remote_dir)
+    directory = remote_path(remote_dir)
     # The manifest travels as the last member of the stream, from a scratch directory on the node.
     send = (
         f"cd {directory} && scratch=$(mktemp -d) && "
@@ -158,7 +159,7 @@ def _remote_sha256(runner: SshRunner, hosts: Sequence[str], remote: str) -> dict
     sums: dict[str, tuple[str | None, str | None]] = {}
     if not hosts:
         return sums
-    for host, result in runner.run(hosts, f"sha256sum -- {_remote_path(remote)}", timeout=CHECK_TIMEOUT).items():
+    for host, result in runner.run(hosts, f"sha256sum -- {remote_path(remote)}", timeout=CHECK_TIMEOUT).items():
         digest = result.stdout.split(" ", 1)[0] if result.ok else None
         error = None if result.ok else (result.error or result.stderr.strip() or f"sha256sum exit {result.exit_code}")
         sums[host] = (digest, error)
@@ -183,7 +184,7 @@ def _failure(outcome: Outcome, what: str) -> str:
     return f"{what} failed (exit {outcome.exit_code}): {' '.join(detail) or outcome.error or 'no output'}"
 
 
-def _remote_path(path: str) -> str:
+def remote_path(path: str) -> str:
     """``path`` quoted for the remote shell, keeping a leading ``~/`` expandable."""
     if path.startswith("~/"):
         return "~/" + shlex.quote(path[2:])

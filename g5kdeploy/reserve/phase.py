@@ -19,7 +19,16 @@ from g5kdeploy.playbook import PARIS, Playbook
 from g5kdeploy.reserve.placement import Part, plan
 from g5kdeploy.reserve.polling import PollState
 from g5kdeploy.reserve.release import release_run
-from g5kdeploy.results import FINAL_STATES, JobEntry, RunRecord, RunStore, finish_phase, new_run_id, start_phase
+from g5kdeploy.results import (
+    FINAL_STATES,
+    JobEntry,
+    JobPart,
+    RunRecord,
+    RunStore,
+    finish_phase,
+    new_run_id,
+    start_phase,
+)
 from g5kdeploy.signals import shielded
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import Testbed
@@ -36,7 +45,7 @@ def create_run(store: RunStore, playbook: Playbook, playbook_path: Path, *, api_
     record = RunRecord(
         run_id=new_run_id(playbook.name),
         playbook_path=str(playbook_path),
-        playbook=playbook.model_dump(mode="json"),
+        playbook=playbook,
         testbed=playbook.testbed,
         api_url=api_url,
     )
@@ -54,7 +63,7 @@ def reserve(
     on_build: OnProgress | None = None,
 ) -> RunRecord:
     """Bring every job of ``record`` to running and map its nodes to roles; resumable, never submits twice."""
-    playbook = Playbook.model_validate(record.playbook)
+    playbook = record.playbook
     start_phase(record, PHASE)
     store.save(record)
     api: Api | None = None
@@ -140,8 +149,8 @@ def _types(types: tuple[str, ...], playbook: Playbook) -> list[str]:
     return needed
 
 
-def _part_record(part: Part) -> dict[str, Any]:
-    return {"cluster": part.cluster, "properties": part.properties, "roles": [list(r) for r in part.roles]}
+def _part_record(part: Part) -> JobPart:
+    return JobPart(cluster=part.cluster, properties=part.properties, roles=list(part.roles))
 
 
 def _ensure_submitted(
@@ -266,9 +275,9 @@ def _roles(record: RunRecord) -> dict[str, list[str]]:
     roles: dict[str, list[str]] = {}
     for entry in record.jobs:
         left = sorted(entry.nodes, key=_node_key)
-        for part in sorted(entry.parts, key=lambda p: p["cluster"] is None):
-            pool = [n for n in left if part["cluster"] is None or _node_key(n)[0] == part["cluster"]]
-            for name, count in part["roles"]:
+        for part in sorted(entry.parts, key=lambda p: p.cluster is None):
+            pool = [n for n in left if part.cluster is None or _node_key(n)[0] == part.cluster]
+            for name, count in part.roles:
                 roles[name], pool = pool[:count], pool[count:]
                 left = [n for n in left if n not in roles[name]]
     return roles

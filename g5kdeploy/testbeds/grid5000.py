@@ -10,8 +10,9 @@ from pathlib import Path
 from g5kdeploy.clock import Clock, WallClock
 from g5kdeploy.credentials import inside_grid5000, resolve_endpoint
 from g5kdeploy.errors import CredentialsError
+from g5kdeploy.files import atomic_write_text
 from g5kdeploy.playbook import Collect, Playbook
-from g5kdeploy.results import NodeAccess, RunRecord, RunStore, atomic_write_text
+from g5kdeploy.results import NodeAccess, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import PrometheusEndpoint
 from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config, public_key, root_key_command
@@ -50,7 +51,7 @@ class Grid5000Testbed:
 
     def access(self, record: RunRecord, store: RunStore) -> NodeAccess:
         nodes = sorted({node for nodes in record.roles.values() for node in nodes})
-        playbook = Playbook.model_validate(record.playbook)
+        playbook = record.playbook
         endpoint = resolve_endpoint(env=self._env)
         directory = store.directory(record.run_id) / "ssh"
         config = directory / "ssh_config"
@@ -71,7 +72,7 @@ class Grid5000Testbed:
         return record.access
 
     def prometheus(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint:  # noqa: ARG002
-        playbook = Playbook.model_validate(record.playbook)
+        playbook = record.playbook
         collect = playbook.collect or Collect()
         node = record.roles[collect.role][0]
         # nix/modules/collector.nix: the NixOS Prometheus module's state directory.

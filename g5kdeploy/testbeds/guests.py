@@ -21,18 +21,18 @@ import os
 import shlex
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from g5kdeploy.errors import TestbedError
+from g5kdeploy.errors import DeadlineExceeded, TestbedError
 from g5kdeploy.log import get_logger
 from g5kdeploy.payload import STATX_TARGET, STATX_TARGET_TEXT
 from g5kdeploy.process import is_running, log_size, spawn_daemon, stop_pid
 from g5kdeploy.results import GuestPorts
 from g5kdeploy.tools.kernel import BuiltKernel
 from g5kdeploy.tools.prometheus import log_tail
+from g5kdeploy.waiting import wait_until
 
 log = get_logger(__name__)
 
@@ -88,12 +88,16 @@ def _kvm_boots(kernel: BuiltKernel, scratch: Path) -> bool:
         "-kernel", str(kernel.bzimage), "-append", "console=ttyS0 panic=-1",
     ]  # fmt: skip
     pid = spawn_daemon(argv, log_path=console)
-    deadline = time.monotonic() + KVM_PROBE_TIMEOUT
+
+    def verdict() -> Literal["booted", "exited"] | None:
+        if "Linux version" in log_tail(console):
+            return "booted"
+        return None if is_running(pid) else "exited"
+
     try:
-        while time.monotonic() < deadline and is_running(pid):
-            if "Linux version" in log_tail(console):
-                return True
-            time.sleep(0.1)
+        what = "the KVM probe guest's first kernel line"
+        return wait_until(verdict, timeout=KVM_PROBE_TIMEOUT, what=what, interval=0.1) == "booted"
+    except DeadlineExceeded:
         return False
     finally:
         stop_pid(pid, expect="qemu-system")

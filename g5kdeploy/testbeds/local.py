@@ -132,7 +132,7 @@ class LocalTestbed:
         return endpoint
 
     def _endpoint(self, record: RunRecord, store: RunStore) -> PrometheusEndpoint | None:
-        collect = Playbook.model_validate(record.playbook).collect
+        collect = record.playbook.collect
         local = record.local
         if collect is None or local is None or local.prometheus_port is None:
             return None
@@ -146,7 +146,7 @@ class LocalTestbed:
 
     def _ensure_monitoring(self, record: RunRecord, store: RunStore) -> None:
         """Prometheus on the collector and a node exporter on every node, so the whole run is scraped."""
-        collect = Playbook.model_validate(record.playbook).collect
+        collect = record.playbook.collect
         local = record.local
         if collect is None or local is None:
             return

@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import random
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from g5kdeploy.errors import DeadlineExceeded, TestbedError
+from g5kdeploy.errors import TestbedError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import is_running, port_free, spawn_daemon, wait_gone
+from g5kdeploy.process import free_ports, is_running, run, spawn_daemon, wait_gone
 from g5kdeploy.results import GuestPorts
 from g5kdeploy.testbeds.guests import (
     GUEST_NODE_EXPORTER_PORT,
@@ -36,14 +34,13 @@ from g5kdeploy.testbeds.guests import (
     write_guest_files,
 )
 from g5kdeploy.tools.kernel import BuiltKernel
+from g5kdeploy.waiting import wait_until
 
 log = get_logger(__name__)
 
 SSHD_MARK = "sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 NODES_PER_BLOCK = 250
-# Below Linux's ephemeral range (32768+), so an outgoing connection never holds our port.
-PORT_RANGE = (10000, 32000)
 PORT_ATTEMPTS = 3
 
 
@@ -113,7 +110,7 @@ def start_nodes(
     guest_names = guests.names & set(names) if guests else frozenset()
     for attempt in range(1, PORT_ATTEMPTS + 1):
         # The guests' exporters are forwarded on ports of their own, the same on every address.
-        port, *extra = _free_ports(addresses, 3 if guest_names else 1)
+        port, *extra = free_ports(addresses, 3 if guest_names else 1)
         ports = GuestPorts(ssh=port, node_exporter=extra[0], ebpf_exporter=extra[1]) if guest_names else None
         nodes = _write_node_configs(directory, names, addresses, port)
         pids: dict[str, int] = {}
@@ -124,12 +121,13 @@ def start_nodes(
                     pids[name] = _spawn_guest(guests, node_dir, name, address, ports)
                 else:
                     pids[name] = _spawn_sshd(sshd, node_dir)
-            guest_deadline = time.monotonic() + (guests.boot_timeout if guests else 0.0)
-            _wait_ready(
-                addresses, port, [pids[name] for name in names], nodes,
-                [guest_deadline if name in guest_names else deadline for name in names],
-                [name in guest_names for name in names],
-            )  # fmt: skip
+            booted_by = time.monotonic() + (guests.boot_timeout if guests else 0.0)
+            starting = [
+                _Starting(name, address, pids[name], node_dir, name in guest_names)
+                for name, address, node_dir in zip(names, addresses, nodes, strict=True)
+            ]
+            _wait_ready([node for node in starting if not node.guest], port, deadline=deadline)
+            _wait_ready([node for node in starting if node.guest], port, deadline=booted_by)
         except _PortTaken:
             # Another program bound the port between our bind test and sshd's: try another one.
             _stop(pids, guest_names)
@@ -236,25 +234,8 @@ def _prepare_directory(directory: Path) -> Path:
 
 
 def _keygen(path: Path, *, comment: str) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=30,
-    )
-
-
-def _free_ports(addresses: Sequence[str], count: int) -> list[int]:
-    """``count`` distinct ports that no socket holds on any of ``addresses`` right now."""
-    ports: list[int] = []
-    for _ in range(200 * count):
-        port = random.randint(*PORT_RANGE)
-        if port not in ports and all(port_free(address, port) for address in addresses):
-            ports.append(port)
-            if len(ports) == count:
-                return ports
-    raise TestbedError(f"no port free on all {len(addresses)} loopback addresses")
+    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)]
+    run(keygen, timeout=30, what=f"make the SSH key {path.name}")
 
 
 def _write_node_configs(directory: Path, names: Sequence[str], addresses: Sequence[str], port: int) -> list[Path]:
@@ -297,39 +278,60 @@ def _spawn_sshd(sshd: Path, node_dir: Path) -> int:
     return spawn_daemon([str(sshd), "-D", "-e", "-f", str(node_dir / "sshd_config")], log_path=log_path)
 
 
-def _wait_ready(
-    addresses: Sequence[str],
-    port: int,
-    pids: Sequence[int],
-    node_dirs: Sequence[Path],
-    deadlines: Sequence[float],
-    guests: Sequence[bool],
-) -> None:
-    waiting = set(range(len(addresses)))
-    while waiting:
-        for index in sorted(waiting):
-            if _banner(addresses[index], port):
-                waiting.discard(index)
+@dataclass(frozen=True)
+class _Starting:
+    """A node just started: its sshd's (or its guest's vng's) PID and its directory."""
+
+    name: str
+    address: str
+    pid: int
+    directory: Path
+    guest: bool
+
+
+def _wait_ready(nodes: Sequence[_Starting], port: int, *, deadline: float) -> None:
+    """Return once every node answers the SSH banner; an error as soon as one exits, or at ``deadline``."""
+    waiting = list(nodes)
+
+    def all_answer() -> bool:
+        for node in list(waiting):
+            if _banner(node.address, port):
+                waiting.remove(node)
             # Existence only: right after the fork, before exec, the child's command line is still Python's.
-            elif not is_running(pids[index]):
-                if guests[index]:
-                    raise TestbedError(
-                        f"the VM node {node_dirs[index].name} stopped while booting; its console ends with:\n"
-                        + console_tail(node_dirs[index])
-                    )
-                tail = (node_dirs[index] / "sshd.log").read_text(errors="replace")[-2000:]
-                if "Address already in use" in tail:
-                    raise _PortTaken
-                raise TestbedError(f"sshd of {node_dirs[index].name} exited at start; its log ends with:\n{tail}")
-            elif time.monotonic() > deadlines[index]:
-                if guests[index]:
-                    raise DeadlineExceeded(
-                        f"the VM node {node_dirs[index].name} did not answer SSH within its boot deadline; "
-                        f"its console ends with:\n{console_tail(node_dirs[index])}"
-                    )
-                raise DeadlineExceeded(f"sshd of {node_dirs[index].name} not answering on port {port} in time")
-        if waiting:
-            time.sleep(0.02)
+            elif not is_running(node.pid):
+                raise _exited(node)
+        return not waiting
+
+    guests = [node.name for node in nodes if node.guest]
+    if guests:
+        what = f"the VM node{'s' if len(guests) > 1 else ''} {', '.join(guests)} to answer SSH (vm.boot_timeout)"
+    else:
+        what = f"sshd to answer on port {port}"
+    wait_until(
+        all_answer,
+        timeout=deadline - time.monotonic(),
+        what=what,
+        interval=0.02,
+        detail=lambda: _silence(waiting),
+    )
+
+
+def _exited(node: _Starting) -> Exception:
+    if node.guest:
+        return TestbedError(
+            f"the VM node {node.name} stopped while booting; its console ends with:\n{console_tail(node.directory)}"
+        )
+    tail = (node.directory / "sshd.log").read_text(errors="replace")[-2000:]
+    if "Address already in use" in tail:
+        return _PortTaken()
+    return TestbedError(f"sshd of {node.name} exited at start; its log ends with:\n{tail}")
+
+
+def _silence(nodes: Sequence[_Starting]) -> str:
+    """Who still does not answer; a guest with its console's tail, where its boot got stuck."""
+    if any(node.guest for node in nodes):
+        return "\n".join(f"{node.name}'s console ends with:\n{console_tail(node.directory)}" for node in nodes)
+    return "still silent: " + ", ".join(node.name for node in nodes)
 
 
 def _banner(address: str, port: int) -> bool:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from g5kdeploy.errors import DeadlineExceeded, TestbedError
+from g5kdeploy.files import atomic_write_text
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import free_port, log_size, port_free, spawn_daemon
-from g5kdeploy.results import atomic_write_text
+from g5kdeploy.process import free_ports, log_size, port_free, spawn_daemon
 from g5kdeploy.tools.prometheus import (
     PortTakenError,
     PrometheusClient,
@@ -93,8 +93,9 @@ def start_monitoring(
         )
     directory.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        chosen_port = port or free_port(collector[1])
-        chosen_exporter_port = exporter_port or _common_free_port(addresses, avoid=chosen_port)
+        chosen_port = port or free_ports([collector[1]], avoid={exporter_port} if exporter_port else set())[0]
+        # The exporters share one port, free on every address, as on real nodes.
+        chosen_exporter_port = exporter_port or free_ports(addresses, avoid={chosen_port})[0]
         try:
             return _start(
                 directory, prometheus, node_exporter, nodes, remote_exporters, ebpf_targets, collector,
@@ -234,12 +235,3 @@ def _check_ports(endpoints: Sequence[tuple[str, int]]) -> None:
             f"already taken by another program: {', '.join(taken)}",
             hint="choose other ports (port, exporter_port) or stop what holds them",
         )
-
-
-def _common_free_port(addresses: Sequence[str], *, avoid: int) -> int:
-    """A port free on every address at once (the exporters share one, as on real nodes)."""
-    for _ in range(100):
-        candidate = free_port(addresses[0])
-        if candidate != avoid and all(port_free(address, candidate) for address in addresses):
-            return candidate
-    raise TestbedError(f"no port free on all of {', '.join(addresses)}")

@@ -43,7 +43,7 @@ class VmTestbed(LocalTestbed):
 
     def ebpf_nodes(self, record: RunRecord) -> list[str]:
         """The run's nodes that are QEMU guests on the experiment's kernel."""
-        playbook = Playbook.model_validate(record.playbook)
+        playbook = record.playbook
         return sorted({node for role in playbook.vm_roles for node in record.roles.get(role, [])})
 
     def ebpf_unavailable(self, record: RunRecord) -> str | None:
@@ -52,7 +52,7 @@ class VmTestbed(LocalTestbed):
         return None
 
     def _guests(self, record: RunRecord, store: RunStore) -> GuestSetup | None:
-        playbook = Playbook.model_validate(record.playbook)
+        playbook = record.playbook
         vm = playbook.vm or Vm()
         kernel = self.experiment_kernel(record)
         assert kernel is not None

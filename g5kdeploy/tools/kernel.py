@@ -22,17 +22,17 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from g5kdeploy.errors import DeadlineExceeded, KernelConfigError, TestbedError, ToolError
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import child_env, run
+from g5kdeploy.process import run, stream
+from g5kdeploy.waiting import wait_until
 
 log = get_logger(__name__)
 
@@ -101,7 +101,8 @@ def cache_root(env: dict[str, str] | None = None) -> Path:
 def debian_source() -> KernelSource:
     """The installed ``linux-source-6.1`` package: its tarball and its version (part of the cache key)."""
     try:
-        version = run(["dpkg-query", "-W", "-f", "${Version}", SOURCE_PACKAGE], timeout=30).stdout.strip()
+        query = ["dpkg-query", "-W", "-f", "${Version}", SOURCE_PACKAGE]
+        version = run(query, timeout=30, what=f"read the version of {SOURCE_PACKAGE}").stdout.strip()
     except ToolError:
         version = ""
     tarball = Path("/usr/src") / f"{SOURCE_PACKAGE}.tar.xz"
@@ -184,21 +185,27 @@ def ensure_kernel(
 def _build_lock(cache: Path, key: str, progress: OnProgress, *, deadline: float) -> Iterator[None]:
     (cache / "locks").mkdir(parents=True, exist_ok=True)
     with (cache / "locks" / f"{key}.lock").open("a") as handle:
-        told = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told:
-                    progress("waiting for another build of this kernel", 0, None)
-                    told = True
-                _left(deadline)
-                time.sleep(0.5)
+        if not _locked(handle):
+            progress("waiting for another build of this kernel", 0, None)
+            wait_until(
+                lambda: _locked(handle),
+                timeout=_left(deadline),
+                what="another build of this kernel to finish",
+                interval=0.5,
+            )
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked(handle: IO[str]) -> bool:
+    """Whether this process now holds the build lock ``handle``; False while another build holds it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _build_into_cache(
@@ -208,7 +215,7 @@ def _build_into_cache(
     scratch = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache / "kernels"))
     try:
         progress("unpacking the kernel source", 0, None)
-        run(["tar", "-xf", source.tarball, "-C", scratch], timeout=_left(deadline))
+        run(["tar", "-xf", source.tarball, "-C", scratch], timeout=_left(deadline), what="unpack the kernel source")
         tree = scratch / source.tarball.name.removesuffix(".tar.xz")
         progress("configuring", 0, None)
         configure(tree, fragment, deadline=deadline)
@@ -224,13 +231,15 @@ def _build_into_cache(
 def configure(tree: Path, fragment: str, *, deadline: float) -> None:
     """tinyconfig + fragment, olddefconfig, then check that every option asked for is what was asked."""
     (tree / "g5kdeploy.config").write_text(fragment)
-    run(["make", "-C", tree, "tinyconfig"], timeout=_left(deadline, CONFIG_TIMEOUT))
+    what = "configure the kernel"
+    run(["make", "-C", tree, "tinyconfig"], timeout=_left(deadline, CONFIG_TIMEOUT), what=what)
     run(
         [tree / "scripts/kconfig/merge_config.sh", "-m", "-O", tree, tree / ".config", tree / "g5kdeploy.config"],
         timeout=_left(deadline, CONFIG_TIMEOUT),
+        what=what,
         cwd=tree,
     )
-    run(["make", "-C", tree, "olddefconfig"], timeout=_left(deadline, CONFIG_TIMEOUT))
+    run(["make", "-C", tree, "olddefconfig"], timeout=_left(deadline, CONFIG_TIMEOUT), what=what)
     check_config((tree / ".config").read_text(), required_options(fragment))
 
 
@@ -262,55 +271,30 @@ def _require_tools() -> None:
 
 
 def _build(tree: Path, jobs: int, progress: OnProgress, *, deadline: float) -> None:
-    """``make bzImage`` in its own process group, with progress from its output, stopped whatever happens."""
-    env = child_env() | {
+    """``make bzImage``, with progress from its output; it and its compilers are stopped whatever happens."""
+    env = dict(os.environ) | {
         # Reproducible: the same inputs give the same kernel, whoever builds it and when.
         "KBUILD_BUILD_USER": "g5kdeploy",
         "KBUILD_BUILD_HOST": "g5kdeploy",
         "KBUILD_BUILD_TIMESTAMP": "1970-01-01",
     }
-    log_path = tree / "build.log"
     compiled = 0
     progress("building the kernel", 0, EXPECTED_OBJECTS)
-    argv = ["make", "-C", str(tree), f"-j{jobs}", "bzImage"]
-    with log_path.open("w") as build_log:
-        make = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            assert make.stdout is not None
-            for line in make.stdout:
-                build_log.write(line)
-                if _COMPILED.match(line):
-                    compiled += 1
-                    progress("building the kernel", min(compiled, EXPECTED_OBJECTS - 1), EXPECTED_OBJECTS)
-                if time.monotonic() > deadline:
-                    raise DeadlineExceeded("the kernel build ran out of time")
-            make.wait(timeout=_left(deadline))
-        finally:
-            _stop_group(make)
-    if make.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-        raise ToolError(f"the kernel build failed (exit {make.returncode}):\n{tail}", command=argv)
 
+    def on_line(line: str) -> None:
+        nonlocal compiled
+        if _COMPILED.match(line):
+            compiled += 1
+            progress("building the kernel", min(compiled, EXPECTED_OBJECTS - 1), EXPECTED_OBJECTS)
 
-def _stop_group(process: subprocess.Popen[str]) -> None:
-    """End make and every compiler it started (its process group), and reap make."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # stragglers of an exited make
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
+    stream(
+        ["make", "-C", tree, f"-j{jobs}", "bzImage"],
+        timeout=_left(deadline),
+        what="build the kernel",
+        log_path=tree / "build.log",
+        on_line=on_line,
+        env=env,
+    )
 
 
 def _collect(tree: Path, entry: Path, *, deadline: float) -> Path:
@@ -321,10 +305,12 @@ def _collect(tree: Path, entry: Path, *, deadline: float) -> Path:
     run(
         ["objcopy", "-O", "binary", "--only-section=.BTF", tree / "vmlinux", entry / "vmlinux.btf"],
         timeout=_left(deadline, CONFIG_TIMEOUT),
+        what="extract the kernel's BTF",
     )
-    header = run(["bpftool", "btf", "dump", "file", entry / "vmlinux.btf", "format", "c"], timeout=60).stdout
-    (entry / "vmlinux.h").write_text(header)
-    release = run(["make", "-s", "-C", tree, "kernelrelease"], timeout=60).stdout.strip()
+    dump = ["bpftool", "btf", "dump", "file", str(entry / "vmlinux.btf"), "format", "c"]
+    (entry / "vmlinux.h").write_text(run(dump, timeout=60, what="generate the kernel's vmlinux.h").stdout)
+    kernelrelease = ["make", "-s", "-C", str(tree), "kernelrelease"]
+    release = run(kernelrelease, timeout=60, what="read the kernel's release").stdout.strip()
     (entry / "release").write_text(release + "\n")
     return entry
 

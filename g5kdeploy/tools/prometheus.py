@@ -30,10 +30,11 @@ from typing import Any
 import requests
 import yaml
 
-from g5kdeploy.errors import DeadlineExceeded, PrometheusError, TestbedError
+from g5kdeploy.errors import PrometheusError, TestbedError
+from g5kdeploy.files import atomic_write_text
 from g5kdeploy.log import get_logger
-from g5kdeploy.process import free_port, is_running, listens_on, port_free, spawn_daemon, stop_pid
-from g5kdeploy.results import atomic_write_text
+from g5kdeploy.process import free_ports, is_running, listens_on, port_free, spawn_daemon, stop_pid
+from g5kdeploy.waiting import wait_until
 
 log = get_logger(__name__)
 
@@ -195,13 +196,15 @@ class PrometheusClient:
 
     def wait_ready(self, deadline_s: float, *, alive: Callable[[], bool] | None = None) -> None:
         """Return once ready; DeadlineExceeded after ``deadline_s`` seconds; PrometheusError if ``alive()`` fails."""
-        deadline = time.monotonic() + deadline_s
-        while not self.ready():
+
+        def ready() -> bool:
+            if self.ready():
+                return True
             if alive is not None and not alive():
                 raise PrometheusError(f"Prometheus at {self.base_url} exited before it was ready")
-            if time.monotonic() >= deadline:
-                raise DeadlineExceeded(f"Prometheus at {self.base_url} not ready within {deadline_s:.0f} s")
-            time.sleep(0.05)
+            return False
+
+        wait_until(ready, timeout=deadline_s, what=f"Prometheus at {self.base_url} to be ready")
 
     def query(self, expr: str, at: float) -> list[dict[str, Any]]:
         """Instant query at ``at`` (Unix seconds): the result's entries, each ``{"metric": {...}, "value": [t, v]}``.
@@ -268,19 +271,20 @@ class PrometheusClient:
         With ``healthy``, the scrape must also have succeeded; ``jobs`` limits the targets to those jobs. Polls
         at most every 0.1 s; at the deadline, :class:`DeadlineExceeded` names the targets still waiting and why.
         """
-        deadline = time.monotonic() + deadline_s
-        while True:
+        waiting: list[Target] = []
+
+        def scraped() -> list[Target]:
             targets = [target for target in self.targets() if jobs is None or target.job in jobs]
-            waiting = [target for target in targets if not _scraped(target, after, healthy=healthy)]
-            if targets and not waiting:
-                return targets
-            if time.monotonic() >= deadline:
-                names = ", ".join(target.describe() for target in waiting)
-                raise DeadlineExceeded(
-                    f"Prometheus at {self.base_url}: no {'successful ' if healthy else ''}scrape within "
-                    f"{deadline_s:.0f} s of {names or 'any target (it has none)'}"
-                )
-            time.sleep(0.1)
+            waiting[:] = [target for target in targets if not _scraped(target, after, healthy=healthy)]
+            return [] if waiting else targets
+
+        return wait_until(
+            scraped,
+            timeout=deadline_s,
+            what=f"a {'successful ' if healthy else ''}scrape of every target of Prometheus at {self.base_url}",
+            interval=0.1,
+            detail=lambda: "still waiting: " + (", ".join(t.describe() for t in waiting) or "any target (it has none)"),
+        )
 
     def label_values(self, name: str) -> list[str]:
         """All values of label ``name`` (``__name__`` gives the metric names)."""
@@ -432,7 +436,7 @@ def serve_snapshot(
     if port and not port_free(host, port):
         raise TestbedError(f"port {port} on {host} is already taken", hint="choose another port, or 0 for any")
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        chosen = port or free_port(host)
+        chosen = port or free_ports([host])[0]
         argv = [
             str(binary),
             f"--config.file={config}",
@@ -516,23 +520,29 @@ def wait_http_ready(
     log_offset: int = 0,
     owned: tuple[str, int] | None = None,
 ) -> None:
-    """Poll ``url`` until it answers 200, ``pid`` dies (TestbedError with the log tail) or ``deadline`` passes.
+    """Poll ``url`` until it answers 200; if ``pid`` dies first, TestbedError with its log's tail, and at
+    ``deadline`` DeadlineExceeded with that tail too.
 
     With ``owned`` (address, port), the answer counts only once ``pid`` itself listens there: another program
     on the same address and port (another run's daemon) must not pass for ours.
     """
     with requests.Session() as session:
         session.trust_env = False
-        while True:
+
+        def answers() -> bool:
             with contextlib.suppress(requests.RequestException):
                 if session.get(url, timeout=1.0).status_code == 200 and (owned is None or listens_on(pid, *owned)):
-                    return
+                    return True
             if not is_running(pid):
                 tail = log_tail(log_path, offset=log_offset)
                 if "address already in use" in tail.lower():
                     raise PortTakenError(f"{what} could not bind {url.split('/')[2]}; its log ends with:\n{tail}")
                 raise TestbedError(f"{what} (pid {pid}) exited at start; its log ends with:\n{tail}")
-            if time.monotonic() >= deadline:
-                tail = log_tail(log_path, offset=log_offset)
-                raise TestbedError(f"{what} (pid {pid}) not ready at {url} in time; its log ends with:\n{tail}")
-            time.sleep(0.05)
+            return False
+
+        wait_until(
+            answers,
+            timeout=deadline - time.monotonic(),
+            what=f"{what} (pid {pid}) to be ready at {url}",
+            detail=lambda: f"its log ends with:\n{log_tail(log_path, offset=log_offset)}",
+        )

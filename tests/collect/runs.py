@@ -12,7 +12,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from g5kdeploy.results import DeployRecord, JobEntry, NodeDeployState, PhaseRecord, RunRecord
+from g5kdeploy.playbook import Playbook
+from g5kdeploy.results import DeployRecord, JobEntry, NodeDeployState, NodeFacts, PhaseRecord, RunRecord
 
 NODES = ("gros-2.nancy.grid5000.fr", "gros-3.nancy.grid5000.fr")
 JOB_UID = 1894417
@@ -203,10 +204,13 @@ def make_run(
     record = RunRecord(
         run_id=run_id,
         playbook_path="playbooks/statx.yaml",
-        playbook={"version": 1, "name": "statx", "testbed": "grid5000",
+        playbook=Playbook.model_validate({"version": 1, "name": "statx", "testbed": "grid5000",
+                  "reservation": {"site": "nancy", "walltime": "1:00",
+                                  "roles": {"collector": {"nodes": 1, "cluster": "gros"},
+                                            "exporter": {"nodes": 2, "cluster": "gros"}}},
                   "bench": {"roles": ["exporter"], "paths": list(paths), "iterations": ITERATIONS, "warmup": WARMUP,
                             "threads": list(threads), "repetitions": repetitions, "ebpf": [*ebpf, *skipped],
-                            "timeout": 300}},
+                            "timeout": 300}}),
         testbed="grid5000",
         api_url="https://api.grid5000.fr/stable",
         phases={name: PhaseRecord(state="done", started_at=f"2026-11-27T15:0{i}:00Z",
@@ -217,7 +221,8 @@ def make_run(
         roles={"collector": [collector], "exporter": list(nodes)},
         deploy=DeployRecord(method="kadeploy", marker="2345f7c7c08d", nodes={
             node: NodeDeployState(state="verified", attempts=1, log_tail=["deployment nancy/D-42: terminated"],
-                                  facts={"kernel": KERNEL, "system": "/nix/store/abc-nixos-system"})
+                                  deployment="nancy/D-42",
+                                  facts=NodeFacts(kernel=KERNEL, system="/nix/store/abc-nixos-system"))
             for node in [collector, *nodes]}),
     )  # fmt: skip
     run_dir.mkdir(parents=True)

@@ -271,7 +271,7 @@ def test_results_of_a_statx_bench_without_per_path_figures(run_dir):
         proof_row(text, NODES[0])[3] == "not measured: statx-bench gave no per-path call counts (a version before them)"
     )
     assert proof_row(text, NODES[0])[1].startswith("PASS")  # the answers are there all the same
-    assert_png(plot_ebpf(run_dir, run_dir / "plots"))
+    assert_png(plot_ebpf(load_results(run_dir), run_dir / "plots"))
 
 
 def test_results_carry_each_paths_calls_and_answer(run_dir):

@@ -23,11 +23,11 @@ def test_load_results_reads_every_pair_in_order(run_dir):
 
 def test_every_plot_writes_a_png(run_dir, tmp_path):
     out = tmp_path / "plots"
-    latency = plot_latency(run_dir, out)
+    latency = plot_latency(load_results(run_dir), out)
     assert [path.name for path in latency] == ["latency-threads-1.png", "latency-threads-2.png"]
-    ebpf = plot_ebpf(run_dir, out)
+    ebpf = plot_ebpf(load_results(run_dir), out)
     assert ebpf is not None
-    throughput = plot_throughput(run_dir, out)
+    throughput = plot_throughput(load_results(run_dir), out)
     for path in [*latency, ebpf, throughput]:
         assert_png(path)
     # Atomic writes leave no temporaries behind.
@@ -36,8 +36,8 @@ def test_every_plot_writes_a_png(run_dir, tmp_path):
 
 def test_ebpf_plot_is_none_with_one_state(tmp_path):
     run_dir = make_run(tmp_path, ebpf=("off",), skipped=("on",))
-    assert plot_ebpf(run_dir, tmp_path / "plots") is None
-    assert_png(plot_throughput(run_dir, tmp_path / "plots"))
+    assert plot_ebpf(load_results(run_dir), tmp_path / "plots") is None
+    assert_png(plot_throughput(load_results(run_dir), tmp_path / "plots"))
 
 
 def test_partial_results_are_skipped_not_fatal(run_dir, tmp_path):
@@ -54,7 +54,11 @@ def test_partial_results_are_skipped_not_fatal(run_dir, tmp_path):
     assert any("threads-1_ebpf-off_rep-1" in problem and "unreadable" in problem for problem in problems)
     assert any("threads-2_ebpf-on_rep-2" in problem and "histogram" in problem for problem in problems)
     out = tmp_path / "plots"
-    for path in [*plot_latency(run_dir, out), plot_ebpf(run_dir, out), plot_throughput(run_dir, out)]:
+    for path in [
+        *plot_latency(load_results(run_dir), out),
+        plot_ebpf(load_results(run_dir), out),
+        plot_throughput(load_results(run_dir), out),
+    ]:
         assert path is not None
         assert_png(path)
 
@@ -65,10 +69,10 @@ def test_no_results_at_all(tmp_path):
     problems: list[str] = []
     assert load_results(empty, problems) == []
     assert problems and "bench" in problems[0]
-    assert plot_latency(empty, tmp_path / "plots") == []
-    assert plot_ebpf(empty, tmp_path / "plots") is None
+    assert plot_latency(load_results(empty), tmp_path / "plots") == []
+    assert plot_ebpf(load_results(empty), tmp_path / "plots") is None
     # The throughput slot of a report is always filled: a figure saying there is nothing.
-    assert_png(plot_throughput(empty, tmp_path / "plots"), min_bytes=1_000)
+    assert_png(plot_throughput(load_results(empty), tmp_path / "plots"), min_bytes=1_000)
 
 
 def test_only_the_current_sweep_is_read(run_dir):

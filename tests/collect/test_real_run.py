@@ -34,8 +34,8 @@ def test_collect_on_a_real_run(tmp_path):
     shutil.copytree(source, run_dir, symlinks=True, ignore=_regular_only)
     results = load_results(run_dir)
     assert results and all(result.buckets for result in results)
-    plots = [*plot_latency(run_dir, run_dir / "plots"), plot_throughput(run_dir, run_dir / "plots")]
-    if (ebpf := plot_ebpf(run_dir, run_dir / "plots")) is not None:
+    plots = [*plot_latency(results, run_dir / "plots"), plot_throughput(results, run_dir / "plots")]
+    if (ebpf := plot_ebpf(results, run_dir / "plots")) is not None:
         plots.append(ebpf)
     for path in plots:
         assert_png(path)

@@ -10,7 +10,8 @@ import pytest
 
 from g5kdeploy.credentials import Endpoint
 from g5kdeploy.deploy.base import DeployContext
-from g5kdeploy.deploy.kadeploy import KadeployMethod, by_site
+from g5kdeploy.deploy.kadeploy import POLL_SECONDS, KadeployMethod, by_site
+from g5kdeploy.plans import KadeployPlan
 from g5kdeploy.playbook import parse_playbook
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import RunRecord, RunStore
@@ -42,7 +43,7 @@ def make_api(server: Any) -> Api:
 
 def context_for(tmp_path: Path, api: Api, clock: Any) -> DeployContext:
     playbook = parse_playbook(PLAYBOOK)
-    record = RunRecord(run_id="exp-test", playbook_path="exp.yaml", playbook={}, testbed="grid5000", api_url="")
+    record = RunRecord(run_id="exp-test", playbook_path="exp.yaml", playbook=playbook, testbed="grid5000", api_url="")
     # Kadeploy goes through the API only: no runner is ever used.
     return DeployContext(
         record=record,
@@ -70,10 +71,8 @@ def testbed(request, tmp_path):
 def test_plan_names_the_environment_and_sites(testbed):
     _, _, nodes, context, _ = testbed
     plan = KadeployMethod(public_key_text=KEY).plan(context, nodes)
-    assert plan["method"] == "kadeploy"
-    assert plan["environment"] == ENVIRONMENT
-    assert plan["nodes"] == nodes
-    assert plan["sites"] == {"nancy": nodes}
+    assert plan == KadeployPlan(environment=ENVIRONMENT, nodes=nodes, sites={"nancy": nodes}, poll_seconds=POLL_SECONDS)
+    assert plan.method == "kadeploy"
 
 
 def test_by_site_uses_the_second_label():

@@ -275,9 +275,9 @@ def test_all_nodes_ok_are_verified_after_one_deployment(bed: Bed) -> None:
         state = saved.deploy.nodes[node]
         assert (state.state, state.reason, state.attempts) == ("verified", None, 1), node
         # The probe read the stand-in, not this machine's /proc: the new boot id and the stand-in's kernel.
-        assert state.facts["boot_id"] == bed.boot_id(node) != before[node]
-        assert state.facts["kernel"] == OSRELEASE
-        assert any(metric.startswith("ebpf_exporter_ebpf_program_attached") for metric in state.facts["metrics"])
+        assert state.facts.boot_id == bed.boot_id(node) != before[node]
+        assert state.facts.kernel == OSRELEASE
+        assert any(metric.startswith("ebpf_exporter_ebpf_program_attached") for metric in state.facts.metrics)
     assert saved.ebpf_toggle is not None and saved.bench_binary == "statx-bench"
 
     deployments = bed.deployments()
@@ -285,6 +285,8 @@ def test_all_nodes_ok_are_verified_after_one_deployment(bed: Bed) -> None:
     assert sorted(deployments[0]["nodes"]) == bed.nodes
     assert deployments[0]["status"] == "terminated"
     assert deployments[0]["environment"] == ENVIRONMENT
+    # The ledger names the deployment of every node, for the report and the manifest.
+    assert saved.deploy.deployments == [f"nancy/{deployments[0]['uid']}"]
     # The playbook's key went out, not one from ~/.ssh.
     assert deployments[0]["key"].endswith(hashlib.sha1(KEY.encode()).hexdigest())
 

@@ -15,13 +15,14 @@ import pytest
 from click.testing import CliRunner
 from nixos_compose.cli import nxc
 
-from g5kdeploy.deploy import nix
 from g5kdeploy.deploy.nxc import ROOT_KEY_FILE
 from g5kdeploy.playbook import KEXEC_FLAVOURS, Deploy
+from g5kdeploy.tools import nxc as nxc_tool
+from g5kdeploy.tools.nix import BinaryCacheRef
 from tests.deploy.common import CACHE_KEY, CACHE_URL
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = nix.BinaryCacheRef(url=CACHE_URL, public_key=CACHE_KEY)
+CACHE = BinaryCacheRef(url=CACHE_URL, public_key=CACHE_KEY)
 COMPOSITION = Deploy(method="nxc").composition
 ROLES = {"collector": 1, "exporter": 3}
 
@@ -63,9 +64,9 @@ def nxc_args(command: str) -> list[str]:
     return argv[1:]
 
 
-@pytest.mark.parametrize("flavour", [*KEXEC_FLAVOURS, nix.IMAGE_FLAVOUR])
+@pytest.mark.parametrize("flavour", [*KEXEC_FLAVOURS, nxc_tool.IMAGE_FLAVOUR])
 def test_the_real_nxc_reads_the_agents_build_command_as_meant(parse: Parse, flavour: str) -> None:
-    commands = parse(nxc_args(nix.nxc_build_command(flavour, COMPOSITION, CACHE)))
+    commands = parse(nxc_args(nxc_tool.nxc_build_command(flavour, COMPOSITION, CACHE)))
     assert list(commands) == ["build"]
     build = commands["build"]
     assert build["flavour"] == flavour
@@ -81,7 +82,7 @@ def test_the_real_nxc_reads_the_agents_build_command_as_meant(parse: Parse, flav
 @pytest.mark.parametrize("identity", [ROOT_KEY_FILE, None])
 @pytest.mark.parametrize("flavour", KEXEC_FLAVOURS)
 def test_the_real_nxc_reads_the_agents_start_command_as_meant(parse: Parse, flavour: str, identity: str | None) -> None:
-    commands = parse(nxc_args(nix.nxc_start_command(flavour, ".g5k-machines", ROLES, identity)))
+    commands = parse(nxc_args(nxc_tool.nxc_start_command(flavour, ".g5k-machines", ROLES, identity)))
     assert list(commands) == ["start"]
     start = commands["start"]
     assert start["flavour"] == flavour

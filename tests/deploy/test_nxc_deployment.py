@@ -8,8 +8,9 @@ import json
 import pytest
 import yaml
 
-from g5kdeploy.deploy import nix, nxc_deployment
+from g5kdeploy.deploy import nxc_deployment
 from g5kdeploy.errors import ConfigError, G5kError
+from g5kdeploy.tools import kadeploy_image, nxc
 
 COLLECTOR = "/nix/store/dddddddddddddddddddddddddddddddd-nixos-system-collector"
 EXPORTER = "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-nixos-system-exporter"
@@ -25,7 +26,7 @@ IPS = {"gros-1": "172.16.64.1", "gros-3": "172.16.64.3", "gros-7": "172.16.64.7"
 
 
 def placements() -> list[nxc_deployment.Placement]:
-    return nxc_deployment.place(list(nix.composition_roles(INFO)), ROLES, IPS)
+    return nxc_deployment.place(list(nxc.composition_roles(INFO)), ROLES, IPS)
 
 
 def test_nodes_are_placed_in_composition_order_with_nxc_host_names():
@@ -101,11 +102,11 @@ def test_deploy_parameter_is_replaced_wherever_it_is():
 
 
 def test_environment_description_has_what_kadeploy_needs():
-    text = nix.environment_description(
+    text = kadeploy_image.environment_description(
         image_url="http://public.nancy.grid5000.fr/~jdoe/g5kdeploy/r/nixos.tar.xz",
         arch="x86_64",
         author="jdoe",
-        kernel_params=f"{nix.IMAGE_KERNEL_PARAMS} deploy=abc g5k.run=m",
+        kernel_params=f"{kadeploy_image.IMAGE_KERNEL_PARAMS} deploy=abc g5k.run=m",
     )
     env = yaml.safe_load(text)
     assert env["image"] == {

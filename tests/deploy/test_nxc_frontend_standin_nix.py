@@ -1,4 +1,4 @@
-"""The agent's frontend steps ``nix.nxc_build`` and ``nix.nxc_prepare_kexec`` run on this machine, in a temporary
+"""The agent's frontend steps ``nxc.nxc_build`` and ``nxc.nxc_prepare_kexec`` run on this machine, in a temporary
 flake directory and home, by the real nxc 0.7.11 (the virtualenv's ``nxc`` script). ``nxc build`` runs the
 stand-in nix (tests/deploy/standins/nix: no Nix build here), which keeps its store under
 ``~/.local/share/nix/root`` as nxc's Grid'5000 setup does; ``nxc start --start-option no-launch`` then runs for
@@ -17,15 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from g5kdeploy.deploy import nix, nxc_deployment
+from g5kdeploy.deploy import nxc_deployment
 from g5kdeploy.deploy.nxc import ROOT_KEY_FILE
 from g5kdeploy.playbook import Deploy
 from g5kdeploy.remote import CommandResult
+from g5kdeploy.tools import nxc
+from g5kdeploy.tools.frontend import Frontend
+from g5kdeploy.tools.nix import BinaryCacheRef
 from tests.deploy.common import CACHE_KEY, CACHE_URL, KERNEL, KEY, ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 STANDINS = Path(__file__).resolve().parent / "standins"
-CACHE = nix.BinaryCacheRef(url=CACHE_URL, public_key=CACHE_KEY)
+CACHE = BinaryCacheRef(url=CACHE_URL, public_key=CACHE_KEY)
 COMPOSITION = Deploy(method="nxc").composition
 FLAVOUR = "g5k-ramdisk"
 # The machine file as NxcMethod writes it: roles alphabetically, each role's nodes in the run's order.
@@ -59,7 +62,7 @@ class LocalRunner:
 
 
 @pytest.fixture
-def frontend(tmp_path: Path) -> nix.Frontend:
+def frontend(tmp_path: Path) -> Frontend:
     flake = tmp_path / "flake"
     (flake / "nxc").mkdir(parents=True)
     for part in ("flake.nix", "nxc.json", COMPOSITION):
@@ -76,23 +79,23 @@ def frontend(tmp_path: Path) -> nix.Frontend:
         "STANDIN_ROOT": ROOT,
         "STANDIN_KERNEL": KERNEL,
     }
-    return nix.Frontend(runner=LocalRunner(), host="frontend", directory=str(flake), env=env)  # type: ignore[arg-type]
+    return Frontend(runner=LocalRunner(), host="frontend", directory=str(flake), env=env)  # type: ignore[arg-type]
 
 
-def test_standin_nix_build_then_real_nxc_start_no_launch_writes_what_the_agent_reads(frontend: nix.Frontend) -> None:
+def test_standin_nix_build_then_real_nxc_start_no_launch_writes_what_the_agent_reads(frontend: Frontend) -> None:
     home = Path(frontend.env["HOME"])
     flake = Path(frontend.directory)
 
-    info = nix.nxc_build(frontend, FLAVOUR, COMPOSITION, CACHE, timeout=60)
+    info = nxc.nxc_build(frontend, FLAVOUR, COMPOSITION, CACHE, timeout=60)
     # The link names the logical store path; the agent read the file under the user's store root, as nxc does.
     assert (flake / f"build/composition::{FLAVOUR}").readlink() == Path(ROOT)
     assert not Path(ROOT).exists()
     assert info["flavour"] == {"name": FLAVOUR}
-    roles_in_order = list(nix.composition_roles(info))
+    roles_in_order = list(nxc.composition_roles(info))
     assert roles_in_order == ["collector", "exporter"]
 
     counts = {role: len(nodes) for role, nodes in MEMBERS.items()}
-    kexec, written = nix.nxc_prepare_kexec(frontend, FLAVOUR, MACHINES, counts, identity=ROOT_KEY_FILE, timeout=60)
+    kexec, written = nxc.nxc_prepare_kexec(frontend, FLAVOUR, MACHINES, counts, identity=ROOT_KEY_FILE, timeout=60)
 
     # nxc's script loads the kernel and initrd from the user's store, where the nodes find them over NFS.
     store = home / ".local/share/nix/root"

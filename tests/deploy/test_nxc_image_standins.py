@@ -1,4 +1,4 @@
-"""NxcMethod's g5k-image flavour: the plan on a loopback sshd node playing the frontend, with the stand-in nix
+"""NxcImageMethod, nxc's g5k-image flavour: the plan on a loopback sshd node playing the frontend, with the stand-in nix
 (tests/deploy/standins), the real nxc 0.7.11 and a temporary HOME, publishes the image under ~/public; the boot
 then goes to the real simulator's deployments API with exactly the published environment URL. Nothing runs Nix
 or Kadeploy."""
@@ -20,8 +20,9 @@ import yaml
 from g5kdeploy.credentials import Endpoint
 from g5kdeploy.deploy import nxc_deployment
 from g5kdeploy.deploy.base import DeployContext
-from g5kdeploy.deploy.nxc import NxcMethod
+from g5kdeploy.deploy.nxc_image import NxcImageMethod
 from g5kdeploy.errors import G5kError
+from g5kdeploy.plans import NxcImagePlan
 from g5kdeploy.playbook import parse_playbook
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import DeployRecord, RunRecord, RunStore
@@ -90,7 +91,7 @@ class Bed:
         record = RunRecord(
             run_id=RUN_ID,
             playbook_path="exp.yaml",
-            playbook={},
+            playbook=parse_playbook(PLAYBOOK),
             testbed="grid5000",
             api_url=server.url,
             roles={"collector": self.nodes[:1], "exporter": self.nodes[1:]},
@@ -106,8 +107,8 @@ class Bed:
             workdirs={},
         )
 
-    def method(self, cmdline_limit: int = nxc_deployment.CMDLINE_LIMIT) -> NxcMethod:
-        return NxcMethod(
+    def method(self, cmdline_limit: int = nxc_deployment.CMDLINE_LIMIT) -> NxcImageMethod:
+        return NxcImageMethod(
             frontend=FRONTEND,
             runner=self.runner,
             directory=str(self.flake),
@@ -148,9 +149,11 @@ def test_standin_image_plan_publishes_then_boot_deploys_that_url(bed):
         for line in commands
     )
     assert not any(line.startswith("nxc -d . start") for line in commands), "nxc start would run kadeploy3"
-    assert plan["flavour"] == "g5k-image" and plan["composition"] == ROOT
-    assert plan["toplevels"]["exporter"].endswith("nixos-system-exporter")
-    assert "kexec" not in plan
+    assert isinstance(plan, NxcImagePlan) and plan.method == "nxc" and plan.flavour == "g5k-image"
+    assert plan.composition == ROOT and plan.arch == "x86_64"
+    assert plan.toplevels["exporter"].endswith("nixos-system-exporter")
+    assert "kexec" not in plan.model_dump()
+    assert set(plan.plan_seconds) == {"push", "eval", "cache_query", "substitute", "nxc_build", "descriptor", "publish"}
 
     # The image, found in the user's own store, copied under ~/public with its sha256.
     source = bed.home / ".local/share/nix/root" / STORE_IMAGE.lstrip("/")
@@ -158,16 +161,16 @@ def test_standin_image_plan_publishes_then_boot_deploys_that_url(bed):
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     assert published.read_bytes() == source.read_bytes()
     assert oct(published.stat().st_mode & 0o777) == oct(0o644)
-    image = plan["image"]
-    assert image["sha256"] == digest
-    assert image["url"] == f"{PUBLIC}/nixos.tar.xz"
-    assert image["path"] == f"~/public/g5kdeploy/{RUN_ID}/nixos.tar.xz"
-    assert image["source"] == str(source)
+    image = plan.image
+    assert image.sha256 == digest
+    assert image.url == f"{PUBLIC}/nixos.tar.xz"
+    assert image.path == f"~/public/g5kdeploy/{RUN_ID}/nixos.tar.xz"
+    assert image.source == str(source)
 
     assert not (bed.home / "public" / "nixos.tar.xz").exists(), "nxc's shared ~/public/nixos.tar.xz is not used"
 
     # The deployment descriptor nxc's initrd reads, made for every node of the run in nxc's role order.
-    descriptor = plan["descriptor"]
+    descriptor = plan.descriptor
     assert descriptor["ssh_key.pub"] == KEY and descriptor["user"] == LOGIN
     assert descriptor["composition"] == "composition" and descriptor["all"]["image"] == STORE_IMAGE
     placed = {ip: (entry["role"], entry["host"]) for ip, entry in descriptor["deployment"].items()}
@@ -176,8 +179,8 @@ def test_standin_image_plan_publishes_then_boot_deploys_that_url(bed):
         bed.addresses[bed.nodes[1]]: ("exporter", "exporter1"),
         bed.addresses[bed.nodes[2]]: ("exporter", "exporter2"),
     }
-    assert plan["deploy_param"].startswith("kernel command line, base64")
-    assert plan["environment"] == f"{PUBLIC}/nixos.yaml"
+    assert plan.deploy_param.startswith("kernel command line, base64")
+    assert plan.environment == f"{PUBLIC}/nixos.yaml"
 
     # Boot: the environment description written next to the image, then a Kadeploy deployment with exactly
     # its URL and the user's key; every node OK.
@@ -194,7 +197,7 @@ def test_standin_image_plan_publishes_then_boot_deploys_that_url(bed):
     assert {ip: (entry["role"], entry["host"]) for ip, entry in sent["deployment"].items()} == placed
     deployments = bed.server.simulator.list_deployments("nancy", {}, 0, 50)[0]
     assert len(deployments) == 1
-    assert deployments[0]["environment"] == plan["environment"]
+    assert deployments[0]["environment"] == plan.environment
     assert sorted(deployments[0]["nodes"]) == bed.nodes
     assert deployments[0]["key"].startswith("https://api.grid5000.fr/")
 
@@ -227,10 +230,10 @@ def test_standin_image_descriptor_too_long_is_served_while_kadeploy_runs(bed):
     bed.context.api = api
     method = bed.method(cmdline_limit=256)
     plan = method.plan(bed.context, bed.nodes)
-    assert plan["deploy_param"].startswith("HTTP from")
+    assert plan.deploy_param.startswith("HTTP from")
     outcomes = method.boot(bed.context, bed.nodes, deadline=bed.clock.now() + BOOT_BUDGET)
     assert all(outcome.ok for outcome in outcomes.values()), outcomes
-    assert api.fetched == [plan["descriptor"]]
+    assert api.fetched == [plan.descriptor]
     (url,) = [p.removeprefix("deploy=") for p in bed.description()["boot"]["kernel_params"].split() if "deploy=" in p]
     assert url.startswith(f"http://{bed.loop.nodes[0].address}:")
     with pytest.raises(OSError):

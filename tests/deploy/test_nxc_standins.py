@@ -1,4 +1,4 @@
-"""NxcMethod on real loopback sshd nodes, with stand-in nix, kexec and getent executables (tests/deploy/standins)
+"""NxcKexecMethod on real loopback sshd nodes, with stand-in nix, kexec and getent executables (tests/deploy/standins)
 first on the remote PATH. One node also plays the frontend, with a home of its own where the stand-in nix puts
 its store, as nxc's Grid'5000 setup does. nxc is the real nixos-compose 0.7.11, with a stand-in resolver for the
 node names. Nothing here runs Nix or kexec for real."""
@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 
 from g5kdeploy.clock import WallClock
-from g5kdeploy.deploy import nix, nxc_deployment
+from g5kdeploy.deploy import nxc_deployment
 from g5kdeploy.deploy.base import DeployContext
-from g5kdeploy.deploy.nxc import NxcMethod
+from g5kdeploy.deploy.nxc_kexec import NxcKexecMethod
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.playbook import parse_playbook
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.results import DeployRecord, RunRecord, RunStore
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.loopback import start_nodes, stop_nodes
+from g5kdeploy.tools import nix, nxc
 from tests.deploy.common import CACHE_KEY, CACHE_URL, KERNEL, ROOT
 
 STANDINS = Path(__file__).resolve().parent / "standins"
@@ -74,7 +75,7 @@ class Bed:
         record = RunRecord(
             run_id="exp-test",
             playbook_path="exp.yaml",
-            playbook={},
+            playbook=parse_playbook(PLAYBOOK),
             testbed="grid5000",
             api_url="",
             roles={"collector": NAMES[:1], "exporter": NAMES[1:]},
@@ -91,8 +92,8 @@ class Bed:
         )
         self.flake = tmp_path / "flake"
 
-    def method(self, cmdline_limit: int = nxc_deployment.CMDLINE_LIMIT, **env: str) -> NxcMethod:
-        return NxcMethod(
+    def method(self, cmdline_limit: int = nxc_deployment.CMDLINE_LIMIT, **env: str) -> NxcKexecMethod:
+        return NxcKexecMethod(
             frontend=NAMES[0],
             runner=self.runner,
             directory=str(self.flake),
@@ -141,15 +142,17 @@ def test_standin_plan_then_parallel_boot_of_four_nodes(bed):
     plan = method.plan(bed.context, NAMES)
     assert (bed.flake / "flake.nix").is_file() and (bed.flake / "nxc" / "composition.nix").is_file()
     assert (bed.flake / "g5kdeploy" / "payload").is_dir()
-    assert plan["composition"] == ROOT
-    assert plan["missing_paths"] == []
-    assert plan["flake_lock"].startswith("absent") != (REPO / "flake.lock").is_file()
-    assert plan["closure_nar_size"] == 4096 + 123456789
-    assert plan["toplevels"]["exporter"].endswith("nixos-system-exporter")
+    assert plan.method == "nxc" and plan.flavour == "g5k-nfs-store"
+    assert plan.composition == ROOT
+    assert plan.missing_paths == []
+    assert plan.flake_lock.startswith("absent") != (REPO / "flake.lock").is_file()
+    assert plan.closure_nar_size == 4096 + 123456789
+    assert plan.toplevels["exporter"].endswith("nixos-system-exporter")
     # nxc's script sets the files through $KERNEL and $INITRD; the plan has the paths, in the user's own store.
-    assert plan["kexec"]["kernel"] == str(bed.home / ".local/share/nix/root" / KERNEL.lstrip("/") / "bzImage")
-    assert plan["initrd_bytes"] == 4 << 20 and plan["ram_needed_bytes"] == 2 * (4 << 20) + (1 << 30)
-    assert f"nfs_store=nfs:/export{bed.home}/.local/share/nix/root/nix/store" in plan["kexec"]["append"]
+    assert plan.kexec.kernel == str(bed.home / ".local/share/nix/root" / KERNEL.lstrip("/") / "bzImage")
+    assert plan.initrd_bytes == 4 << 20 and plan.ram_needed_bytes == 2 * (4 << 20) + (1 << 30)
+    assert f"nfs_store=nfs:/export{bed.home}/.local/share/nix/root/nix/store" in plan.kexec.append
+    assert set(plan.plan_seconds) == {"push", "eval", "cache_query", "substitute", "nxc_build", "nxc_start"}
     commands = bed.log.read_text().splitlines()
     path_info = next(line for line in commands if "path-info" in line)
     assert f"--store {CACHE_URL}" in path_info and "narinfo-cache-negative-ttl 0" in path_info
@@ -194,7 +197,7 @@ def test_standin_descriptor_too_long_for_the_command_line_is_served_from_the_fro
     the nodes fetch the descriptor from a server on the frontend that lives for the boot only."""
     method = bed.method(cmdline_limit=256)
     plan = method.plan(bed.context, NAMES)
-    assert plan["deploy_param"].startswith("HTTP from")
+    assert plan.deploy_param.startswith("HTTP from")
     outcomes = method.boot(bed.context, NAMES, deadline=time.time() + 30)
     assert all(outcome.ok for outcome in outcomes.values()), outcomes
     urls = set()
@@ -214,11 +217,11 @@ def test_standin_retrying_one_node_still_describes_every_node_of_the_run(bed):
     """nxc would give a role with no node in the machine file a host of its own and shift the others, and
     each node's /etc/hosts comes from the descriptor: a retry of one node plans for the whole run."""
     plan = bed.method().plan(bed.context, [NAMES[2]])
-    assert plan["nodes"] == [NAMES[2]]
+    assert plan.nodes == [NAMES[2]]
     assert (bed.flake / ".g5k-machines").read_text().split() == NAMES
     start = next(line for line in bed.log.read_text().splitlines() if line.startswith("nxc -d . start"))
     assert "-r collector=1 -r exporter=3" in start
-    assert len(plan["descriptor"]["deployment"]) == len(NAMES)
+    assert len(plan.descriptor["deployment"]) == len(NAMES)
 
 
 def test_standin_a_role_the_composition_lacks_stops_the_plan_before_nxc_start(bed):
@@ -279,20 +282,20 @@ def test_parsers():
         '/run/current-system/sw/bin/kexec -l /k/bzImage --initrd=/k/initrd --append="deploy=x console=ttyS0"\n'
         "kexec -e\n"
     )
-    assert nix.parse_kexec_script(script) == nix.KexecParams("/k/bzImage", "/k/initrd", "deploy=x console=ttyS0")
+    assert nxc.parse_kexec_script(script) == nxc.KexecParams("/k/bzImage", "/k/initrd", "deploy=x console=ttyS0")
     # nxc 0.7.11's own script: kernel and initrd come from variables it sets first.
     script = (
         "#!/usr/bin/env bash\n: ${KERNEL:=/home/jdoe/k/bzImage}\n: ${INITRD:=/home/jdoe/k/initrd}\n"
         'kexec -l $KERNEL --initrd=$INITRD --append="deploy=x console=ttyS0"\nkexec -e\n'
     )
-    parsed = nix.parse_kexec_script(script)
+    parsed = nxc.parse_kexec_script(script)
     assert (parsed.kernel, parsed.initrd) == ("/home/jdoe/k/bzImage", "/home/jdoe/k/initrd")
     with pytest.raises(G5kError, match="variable"):
-        nix.parse_kexec_script('kexec -l $KERNEL --initrd=/i --append="deploy=x"\n')
+        nxc.parse_kexec_script('kexec -l $KERNEL --initrd=/i --append="deploy=x"\n')
     with pytest.raises(G5kError):
-        nix.parse_kexec_script("kexec -e\n")
+        nxc.parse_kexec_script("kexec -e\n")
     old = '[{"path": "/nix/store/a", "narSize": 3}, {"path": "/nix/store/b", "valid": false}]'
     new = '{"/nix/store/a": {"narSize": 3}, "/nix/store/b": null}'
     assert nix.parse_path_info(old) == nix.parse_path_info(new) == ({"/nix/store/a": 3}, ["/nix/store/b"])
     with pytest.raises(G5kError, match=r"composition\.nix"):
-        nix.composition_name("test/default.nix")
+        nxc.composition_name("test/default.nix")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from g5kdeploy.results import DeployRecord, JobEntry, NodeDeployState, PhaseRecord, RunRecord, RunStore
+from g5kdeploy.playbook import Playbook
+from g5kdeploy.results import DeployRecord, JobEntry, NodeDeployState, NodeFacts, PhaseRecord, RunRecord, RunStore
 
 PLAYBOOK = "statx"
 START = datetime(2026, 11, 1, 22, 0, tzinfo=UTC)
@@ -72,9 +73,12 @@ def write_run(
         run_id=run_id,
         created_at=_at(created, 0),
         playbook_path="playbooks/statx.yaml",
-        playbook={"version": 1, "name": playbook, "testbed": "grid5000",
-                  "bench": {"roles": ["exporter"], "threads": list(threads), "repetitions": repetitions,
-                            "ebpf": list(ebpf)}},
+        playbook=Playbook.model_validate({"version": 1, "name": playbook, "testbed": "grid5000",
+                  "reservation": {"site": "nancy", "walltime": "1:00",
+                                  "roles": {"collector": {"nodes": 1, "cluster": cluster},
+                                            "exporter": {"nodes": nodes, "cluster": cluster}}},
+                  "bench": {"roles": ["exporter"], "paths": ["/etc/hostname"], "threads": list(threads),
+                            "repetitions": repetitions, "ebpf": list(ebpf)}}),
         testbed="grid5000",
         api_url="https://api.grid5000.fr/stable",
         phases=phases,
@@ -82,7 +86,7 @@ def write_run(
                        walltime=3600, uid=1_000_000 + number, state="terminated", nodes=[collector, *names])],
         roles={"collector": [collector], "exporter": names},
         deploy=DeployRecord(method="kadeploy", marker=f"m{number:05d}", nodes={
-            node: NodeDeployState(state="verified", attempts=1, facts={"kernel": "6.1.0-statx"})
+            node: NodeDeployState(state="verified", attempts=1, facts=NodeFacts(kernel="6.1.0-statx"))
             for node in [collector, *names]}),
     )  # fmt: skip
     store.create(record)

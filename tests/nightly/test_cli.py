@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from g5kdeploy.cli import app
-from g5kdeploy.playbook import PARIS
+from g5kdeploy.playbook import PARIS, load_playbook
 from g5kdeploy.results import RunRecord, RunStore
 from tests.conftest import USER
 from tests.nightly.synthetic import write_history
@@ -152,7 +152,7 @@ def test_plan_on_the_local_testbed_starts_at_once_without_a_policy_slot(tmp_path
     # Once today's run exists, `nightly run` attaches to it: plan says so rather than promise a new job.
     today = datetime.now(PARIS).date().isoformat()
     RunStore(tmp_path / "results").create(
-        RunRecord(run_id="statx-local-today", playbook_path=str(book), playbook={"name": "statx-local"},
+        RunRecord(run_id="statx-local-today", playbook_path=str(book), playbook=load_playbook(book),
                   testbed="local", api_url="local simulator", nightly_slot=today)
     )  # fmt: skip
     again = g5k("--results-dir", str(tmp_path / "results"), "nightly", "plan", str(book))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -209,6 +210,15 @@ def test_cron_errors(tmp_path: Path) -> None:
         uninstall_cron("statx", crontab=str(failing))
     with pytest.raises(ConfigError):
         install_cron("0 18 * * * something else", crontab=str(failing))
+
+
+def test_a_machine_without_crontab_is_told_so_not_shown_a_traceback(tmp_path: Path, playbook: Path) -> None:
+    line = crontab_line(playbook, g5k=G5K, results_dir=tmp_path / "r", name="statx")
+    missing = str(tmp_path / "no-crontab")
+    with pytest.raises(G5kError, match=f"^cannot read your crontab: {re.escape(missing)} not found$"):
+        install_cron(line, crontab=missing)
+    with pytest.raises(G5kError, match=r"^cannot read your crontab"):
+        uninstall_cron("statx", crontab=missing)
 
 
 NIX = shutil.which("nix-instantiate")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from g5kdeploy import errors
-from g5kdeploy.process import free_port, is_running, port_free
+from g5kdeploy.process import free_ports, is_running, port_free
 from g5kdeploy.testbeds.monitoring import Monitoring, start_monitoring, stop_monitoring
 from g5kdeploy.tools.prometheus import (
     PrometheusClient,
@@ -41,16 +41,6 @@ pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/prometheus").exists() or not Path("/usr/bin/prometheus-node-exporter").exists(),
     reason="apt-get install prometheus prometheus-node-exporter",
 )
-
-
-def _ports(count: int) -> list[int]:
-    """Distinct ports free on every test address right now."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port(ADDRESSES[0])
-        if port not in ports and all(port_free(address, port) for address in ADDRESSES):
-            ports.append(port)
-    return ports
 
 
 def _poll(check, *, timeout: float, what: str):
@@ -84,7 +74,7 @@ def _tree(directory: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     directory = tmp_path_factory.mktemp("monitoring")
-    port, exporter_port = _ports(2)
+    port, exporter_port = free_ports(ADDRESSES, 2)
     monitoring = start_monitoring(
         directory,
         collector=COLLECTOR,
@@ -140,7 +130,8 @@ def test_monitoring_is_started_only_once_every_target_was_scraped(stack):
 
 
 def test_a_readiness_answer_from_another_process_does_not_pass_for_ours(tmp_path):
-    address, port = "127.0.9.50", _ports(1)[0]
+    address = "127.0.9.50"
+    port = free_ports([address])[0]
     other = subprocess.Popen(
         [sys.executable, "-m", "http.server", "--bind", address, str(port)],
         cwd=tmp_path,
@@ -150,7 +141,7 @@ def test_a_readiness_answer_from_another_process_does_not_pass_for_ours(tmp_path
     ours = subprocess.Popen(["sleep", "30"])
     try:
         _poll(lambda: not port_free(address, port), timeout=10, what="the other server listening")
-        with pytest.raises(errors.TestbedError, match="not ready"):
+        with pytest.raises(errors.DeadlineExceeded, match=r"waiting for ours \(pid \d+\) to be ready at http"):
             wait_http_ready(
                 f"http://{address}:{port}/",
                 pid=ours.pid,
@@ -259,7 +250,7 @@ def test_stop_everything(stack):
 
 
 def test_failed_start_stops_what_started_and_shows_the_log(tmp_path):
-    port, exporter_port = _ports(2)
+    port, exporter_port = free_ports(ADDRESSES, 2)
     # "0.5s" is not a Prometheus duration: the exporters start, Prometheus exits on its config.
     with pytest.raises(errors.TestbedError, match="Prometheus of collector-1") as caught:
         start_monitoring(

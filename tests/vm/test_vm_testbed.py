@@ -211,7 +211,7 @@ def test_a_guest_that_does_not_boot_in_time_fails_with_its_console_and_leaves_no
     book.write_text(VM_PLAYBOOK.read_text().replace("boot_timeout: 300", "boot_timeout: 1"))
     result = g5k("reserve", str(book))
     assert result.exit_code == 1
-    assert "did not answer SSH within its boot deadline" in result.stderr
+    assert "waiting for the VM node" in result.stderr and "to answer SSH (vm.boot_timeout)" in result.stderr
     assert "console ends with" in result.stderr
     run_dir = run_dir_of(env / "results")
     assert processes_naming(str(run_dir)) == []
