@@ -21,7 +21,6 @@ from typing import Any
 from g5kdeploy import __version__
 from g5kdeploy.collect.data import load_results
 from g5kdeploy.collect.finalize import finalize_report
-from g5kdeploy.collect.plots import plot_ebpf, plot_latency, plot_throughput
 from g5kdeploy.errors import CollectError, ConfigError, DeadlineExceeded, G5kError, PrometheusError
 from g5kdeploy.files import atomic_write_text, sha256_file
 from g5kdeploy.log import get_logger
@@ -95,6 +94,8 @@ def run_collect(
             summary.exports, notes = _exports(record, collect, client, run_dir, testbed.ebpf_unavailable(record))
             summary.warnings += notes
         step("plots")
+        from g5kdeploy.collect.plots import plot_ebpf, plot_latency, plot_throughput  # matplotlib: 0.5 s
+
         plots_dir = run_dir / "plots"
         plots_dir.mkdir(exist_ok=True)
         summary.plots = [*plot_latency(results, plots_dir), plot_throughput(results, plots_dir)]

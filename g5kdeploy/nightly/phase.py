@@ -13,13 +13,11 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from g5kdeploy.errors import ConfigError, JobRefused, ReservationError, ToolError
 from g5kdeploy.log import get_logger
 from g5kdeploy.nightly.history import load_history
-from g5kdeploy.nightly.nightly_report import write_nightly
-from g5kdeploy.nightly.regression import Report, detect
 from g5kdeploy.nightly.schedule import DEFAULT_MARGIN, Slot, explain
 from g5kdeploy.pipeline import OnPhase, run_pipeline
 from g5kdeploy.playbook import PARIS, Nightly, Playbook
@@ -28,6 +26,9 @@ from g5kdeploy.reserve.phase import create_run, job_body, plan_jobs
 from g5kdeploy.results import RunRecord, RunStore
 from g5kdeploy.testbeds.base import Testbed
 from g5kdeploy.walltime import parse_duration
+
+if TYPE_CHECKING:
+    from g5kdeploy.nightly.regression import Report
 
 log = get_logger(__name__)
 HOOK_TIMEOUT = 300
@@ -178,6 +179,10 @@ def _booked(playbook: Playbook, slot: Slot | None) -> Playbook:
 
 def check(store: RunStore, playbook: Playbook) -> tuple[Report, dict[str, Path]]:
     """Change points over every finished run of the playbook; the report goes to ``nightly/<playbook>/``."""
+    # Imported here: numpy, scipy, ruptures and matplotlib cost every g5k command a second otherwise.
+    from g5kdeploy.nightly.nightly_report import write_nightly
+    from g5kdeploy.nightly.regression import detect
+
     nightly = settings(playbook)
     history = load_history(store.results_dir, playbook.name)
     report = detect(history, metrics=nightly.metrics, threshold=nightly.threshold)

@@ -118,3 +118,10 @@ def test_release_all_says_when_nothing_is_left(g5k, sim, tmp_path):
     result = g5k("release", "--all")
     assert result.exit_code == 0
     assert "nothing to release" in result.stdout
+
+
+def test_the_cli_starts_without_the_plotting_and_statistics_libraries():
+    """Every g5k command paid a second for matplotlib, numpy, scipy and ruptures: they load where they are used."""
+    probe = "import sys, g5kdeploy.cli; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert not {"matplotlib", "ruptures", "scipy"} & set(json.loads(loaded.stdout.replace("'", '"')))

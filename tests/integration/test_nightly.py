@@ -40,9 +40,9 @@ nightly:
 def fast(agent_env):
     # Ten simulated minutes a second: tonight's slot is at most 10 h (one minute) away, and a slot that starts
     # now is pushed back by 3 wall seconds (30 simulated minutes) for the agent to submit.
-    # A Tuesday afternoon in Paris, whenever the test runs: tonight's window is five simulated hours away and
-    # lasts the whole test, where the wall clock's time of day could put a call at the end of a window.
-    tuesday = datetime(2026, 12, 8, 14, 0, tzinfo=PARIS).timestamp()
+    # A Tuesday evening in Paris, whenever the test runs: tonight's window is 35 simulated minutes (3.5 s) away
+    # and lasts the whole test, where the wall clock's time of day could put a call at the end of a window.
+    tuesday = datetime(2026, 12, 8, 18, 30, tzinfo=PARIS).timestamp()
     with serve_in_thread(SimConfig(speed=600, launch_seconds=5, seed=4, start=tuesday)) as server:
         yield server, {**agent_env, "G5K_API_URL": server.url}
 
