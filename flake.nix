@@ -13,13 +13,22 @@
       system = "x86_64-linux";
       pkgs = nixpkgs.legacyPackages.${system};
       kernel = pkgs.callPackage ./nix/pkgs/kernel.nix { };
+      statx-bench = pkgs.callPackage ./nix/pkgs/statx-bench.nix { };
+      g5kdeploy = pkgs.python3Packages.callPackage ./nix/pkgs/g5kdeploy.nix { };
+      statxTest = ./nix/tests/statx.nix;
     in
     {
       packages.${system} = {
         inherit kernel;
-        statx-bench = pkgs.callPackage ./nix/pkgs/statx-bench.nix { };
+        inherit statx-bench;
         statx-override = pkgs.callPackage ./nix/ebpf { inherit kernel; };
-        g5kdeploy = pkgs.python3Packages.callPackage ./nix/pkgs/g5kdeploy.nix { };
+        inherit g5kdeploy;
+        # The VM test's interactive driver, with nixpkgs' SSH backdoor on (a knob of runNixOSTest, off in the
+        # check): `nix build .#statx-interactive && ./result/bin/nixos-test-driver`, then `start_all()`, and
+        # `ssh -o User=root vsock/3` is the first node in name order (collector), vsock/4 the second (exporter).
+        # Only the driver: nixpkgs refuses to build the sandboxed test with the backdoor on.
+        statx-interactive =
+          (pkgs.testers.runNixOSTest { imports = [ statxTest ]; sshBackdoor.enable = true; }).driverInteractive;
       }
       # composition::<flavour> for every nxc flavour (g5k-nfs-store, g5k-ramdisk, g5k-image, vm, ...).
       // nxc.lib.compose { inherit nixpkgs system; composition = ./nxc/composition.nix; };
@@ -33,6 +42,19 @@
         g5k-nightly = ./nix/modules/g5k-nightly.nix;
       };
 
-      checks.${system}.statx = pkgs.testers.runNixOSTest ./nix/tests/statx.nix;
+      checks.${system}.statx = pkgs.testers.runNixOSTest statxTest;
+
+      # `nix develop`: the experiment's toolchain (the eBPF compiler, bpftool, libbpf, the bench's build inputs)
+      # and the agent, `g5k`, from the same pinned nixpkgs as the nodes.
+      devShells.${system}.default = pkgs.mkShell {
+        inputsFrom = [ statx-bench ];
+        packages = [
+          pkgs.llvmPackages.clang-unwrapped
+          pkgs.llvmPackages.libllvm
+          pkgs.bpftools
+          pkgs.libbpf
+          g5kdeploy
+        ];
+      };
     };
 }

@@ -37,7 +37,14 @@ PLAYBOOK = REPO / "playbooks/statx-local.yaml"
 NODES = 8
 RUN_TIMEOUT = 900.0
 RELEASE_TIMEOUT = 120.0
-SMOKE_BENCH = {"iterations": 1000, "warmup": 100, "threads": [1], "repetitions": 1, "ebpf": ["off"]}
+#: The smoke run's sweep: one short statx-bench run per node.
+SMOKE_BENCH = {
+    "workload": {"command": "statx-bench --json --iterations 1000 --warmup 100 --threads 1 --path /etc/hostname",
+                 "metrics": {"calls_per_s": "calls_per_s", "p50_ns": "latency_ns.p50", "p99_ns": "latency_ns.p99"},
+                 "artifacts": ["statx-bench"]},
+    "parameters": {},
+    "repetitions": 1,
+}  # fmt: skip
 
 
 def make_tree(root: Path, megabytes: int) -> int:

@@ -122,7 +122,7 @@ def measure(scratch: Path, speed: float, lead: float) -> list[tuple[str, float, 
             thread.start()
         try:
             playbook = parse_playbook(
-                "version: 1\nname: bench\ntestbed: grid5000\nreservation:\n  site: nancy\n"
+                "version: 2\nname: bench\ntestbed: grid5000\nreservation:\n  site: nancy\n"
                 f"  roles:\n    node: {{nodes: 1}}\n  walltime: '3:00'\n  reservation: '{when}'\n"
             )
             store = RunStore(scratch / "results")

@@ -8,10 +8,14 @@ is bounded: regular files only, at most :data:`MAX_BYTES`, UTF-8, nesting and al
 from __future__ import annotations
 
 import difflib
+import itertools
+import json
 import os
 import re
 import reprlib
 import stat
+import string
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import UnionType
@@ -235,34 +239,262 @@ def _parse_deadline(value: str) -> datetime | int:
 
 
 EbpfState = Literal["on", "off"]
+#: A parameter's value, as YAML gives it (on/off/yes stay strings: see _PlaybookLoader).
+Value = str | int | float
+#: Names a command may use besides the parameters', and that no parameter may take.
+RESERVED_FIELDS = ("repetition", "node")
+#: The parameter that attaches (on) and detaches (off) the run's eBPF programs around each run.
+EBPF_PARAMETER = "ebpf"
+#: The benchmark the agent builds itself (from g5kdeploy/payload/statx-bench.c): an artifact by name.
+BUILTIN_ARTIFACTS = ("statx-bench",)
+#: What statx-bench's JSON gives, as the statx view of the report and the nightly metrics name it.
+STATX_METRICS = {
+    "calls": "calls", "calls_per_s": "calls_per_s", "duration_s": "duration_s", "errors_total": "errors_total",
+    **{f"{name}_ns": f"latency_ns.{name}" for name in ("min", "p50", "p90", "p99", "p999", "max")},
+}  # fmt: skip
+_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_V1_KEYS = ("paths", "iterations", "warmup", "threads", "ebpf")
+
+
+def slug(value: Value) -> str:
+    """A parameter value as it appears in a combination's key (and so in file names)."""
+    return re.sub(r"[^A-Za-z0-9.+]+", "-", str(value)).strip("-") or "-"
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One point of the sweep: a value for every parameter, and the repetition."""
+
+    parameters: tuple[tuple[str, Value], ...]
+    repetition: int
+
+    @property
+    def key(self) -> str:
+        """``threads-1_ebpf-on_rep-2``: the parameters in the playbook's order, then the repetition."""
+        return "_".join([*(f"{name}-{slug(value)}" for name, value in self.parameters), f"rep-{self.repetition}"])
+
+    @property
+    def values(self) -> dict[str, Value]:
+        return dict(self.parameters)
+
+    @property
+    def label(self) -> str:
+        """``threads=1 ebpf=on``: the combination without its repetition."""
+        return " ".join(f"{name}={value}" for name, value in self.parameters) or "(no parameters)"
+
+    def value(self, name: str) -> Value | None:
+        return self.values.get(name)
+
+
+def command_fields(command: str) -> list[str]:
+    """The format fields of a workload command; ``ValueError`` for what ``str.format`` would do differently."""
+    fields: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(command))
+    except ValueError as exc:
+        raise ValueError(f"{_quote(command)}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    for _text, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"{{{name}}}: a field names a parameter, e.g. {{threads}} (write a literal brace as {{{{)")
+        if spec or conversion:
+            raise ValueError(f"{{{name}}}: no format spec or conversion; the value is put in as given, shell-quoted")
+        fields.append(name)
+    return fields
+
+
+class Workload(_Strict):
+    """The command each combination runs on every benched node, and how its output becomes metrics."""
+
+    command: Annotated[str, Field(min_length=1, max_length=4096)]
+    output: Literal["json", "csv", "regex"] = "json"
+    #: With output: regex, the named groups of the first match become the metrics.
+    pattern: str | None = None
+    #: json: metric name -> dotted path in the output (default: every number); csv: metric name -> column.
+    metrics: dict[str, Annotated[str, Field(min_length=1)]] | None = None
+    #: Files the command needs in its working directory: statx-bench (built by the agent) or paths relative to
+    #: the playbook, pushed by the deploy phase.
+    artifacts: list[str] = []
+
+    @model_validator(mode="after")
+    def _parser(self) -> Workload:
+        if self.output == "regex":
+            if not self.pattern:
+                raise ValueError(
+                    "bench.workload.pattern: output: regex needs a pattern with named groups, e.g. "
+                    "'sum=(?P<sum>[0-9.]+)'"
+                )
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"bench.workload.pattern: not a regular expression: {exc}") from None
+            if not compiled.groupindex:
+                raise ValueError(
+                    f"bench.workload.pattern: {_quote(self.pattern)} has no named group: name what it "
+                    "captures, e.g. (?P<events_per_s>[0-9.]+); each named group becomes a metric"
+                )
+            bad = [name for name in compiled.groupindex if not _NAME.fullmatch(name)]
+            if bad:
+                raise ValueError(
+                    f"bench.workload.pattern: group names {', '.join(bad)}: use lower-case letters, digits and _"
+                )
+            if self.metrics is not None:
+                raise ValueError(
+                    "bench.workload.metrics: with output: regex the pattern's named groups are the "
+                    "metrics: leave metrics out"
+                )
+        elif self.pattern is not None:
+            raise ValueError(
+                f"bench.workload.pattern: only for output: regex (this workload's output is {self.output})"
+            )
+        for name in self.metrics or {}:
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"bench.workload.metrics: {_quote(name)}: use lower-case letters, digits and _")
+        return self
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name.startswith("/") or ".." in Path(name).parts or not name.strip():
+                raise ValueError(
+                    f"{_quote(name)}: an artifact is statx-bench or a path inside the playbook's directory"
+                )
+        if len({Path(name).name for name in value}) != len(value):
+            raise ValueError(f"{value!r}: two artifacts share a file name (each lands in the nodes' artifacts/)")
+        return value
 
 
 class Bench(_Strict):
-    """The statx sweep: every combination of threads, eBPF state and repetition, on every selected node."""
+    """The sweep: every combination of the parameters (minus the excluded ones), each repeated, on every node."""
 
     roles: list[str] | None = None
-    paths: Annotated[list[str], Field(min_length=1)]
-    iterations: Annotated[int, Field(gt=0, le=1_000_000_000)] = 100_000
-    warmup: Annotated[int, Field(ge=0, le=1_000_000_000)] = 1_000
-    threads: Annotated[list[Annotated[int, Field(gt=0, le=1024)]], Field(min_length=1)] = [1]
+    workload: Workload
+    parameters: dict[str, Annotated[list[Value], Field(min_length=1)]] = {}
+    exclude: list[dict[str, Value]] = []
     repetitions: Annotated[int, Field(gt=0, le=1000)] = 1
-    ebpf: Annotated[list[EbpfState], Field(min_length=1)] = ["off"]
     timeout: Annotated[int, Field(gt=0, le=86_400)] = 600
 
-    @field_validator("paths")
+    @model_validator(mode="before")
     @classmethod
-    def _absolute(cls, value: list[str]) -> list[str]:
-        for path in value:
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r} is relative: give absolute paths, as the nodes see them")
+    def _not_version_1(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (old := [key for key in _V1_KEYS if key in data]):
+            raise ValueError(
+                f"bench: {', '.join(old)} are version-1 keys; a version-2 bench is a workload and "
+                f"parameters:\n{bench_v2_text(data)}"
+            )
+        return data
+
+    @field_validator("roles")
+    @classmethod
+    def _distinct_roles(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{value!r} repeats a role: list each once")
         return value
 
-    @field_validator("threads", "ebpf", "roles")
+    @field_validator("parameters")
     @classmethod
-    def _distinct(cls, value: list[Any] | None) -> list[Any] | None:
-        if value is not None and len(set(value)) != len(value):
-            raise ValueError(f"{value!r} repeats an entry: list each value once")
+    def _parameters(cls, value: dict[str, list[Value]]) -> dict[str, list[Value]]:
+        for name, values in value.items():
+            if name in RESERVED_FIELDS:
+                raise ValueError(
+                    f"{name}: a reserved name (the command gets {{{name}}} from the agent): rename the parameter"
+                )
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"{_quote(name)}: a parameter name is lower-case letters, digits and _")
+            if len(set(map(str, values))) != len(values):
+                raise ValueError(f"{name}: {values!r} repeats a value: list each once")
+            if len({slug(v) for v in values}) != len(values):
+                raise ValueError(
+                    f"{name}: {values!r} has values that name the same result directory: "
+                    "make them differ in letters or digits"
+                )
+            if name == EBPF_PARAMETER and not set(map(str, values)) <= {"on", "off"}:
+                raise ValueError(
+                    f"ebpf: {values!r}: a reserved parameter, attaching the run's eBPF programs: its "
+                    'values are "on" and "off"'
+                )
         return value
+
+    @model_validator(mode="after")
+    def _sweep(self) -> Bench:
+        try:
+            fields = command_fields(self.workload.command)
+        except ValueError as exc:
+            raise ValueError(f"bench.workload.command: {exc}") from None
+        unknown = [name for name in fields if name not in self.parameters and name not in RESERVED_FIELDS]
+        if unknown:
+            known = ", ".join([*self.parameters, *RESERVED_FIELDS])
+            raise ValueError(f"bench.workload.command: {{{unknown[0]}}} is not a parameter; known: {known}")
+        unused = [name for name in self.parameters if name != EBPF_PARAMETER and name not in fields]
+        if unused:
+            raise ValueError(
+                f"bench.parameters: {unused[0]} is not used in bench.workload.command: add "
+                f"{{{unused[0]}}} where its value goes, or remove it"
+            )
+        for index, entry in enumerate(self.exclude):
+            for name, value in entry.items():
+                if name not in self.parameters:
+                    raise ValueError(f"bench.exclude: entry {index + 1}: {name} is not a parameter")
+                if str(value) not in map(str, self.parameters[name]):
+                    raise ValueError(
+                        f"bench.exclude: entry {index + 1}: {name}: {value!r} is not one of its values "
+                        f"{self.parameters[name]!r}"
+                    )
+            if not entry:
+                raise ValueError(f"bench.exclude: entry {index + 1} is empty: it would exclude everything")
+        if not self.combinations():
+            raise ValueError("bench.exclude: every combination is excluded: nothing would run")
+        return self
+
+    @property
+    def ebpf_states(self) -> list[str]:
+        """The eBPF states the sweep goes through (none: the programs are left as the deploy put them)."""
+        return [str(value) for value in self.parameters.get(EBPF_PARAMETER, [])]
+
+    def combinations(self) -> list[Combination]:
+        """Repetitions outermost, then the parameters in the playbook's order, the first one outermost: a sweep
+        cut short still has every combination measured at least once."""
+        names = list(self.parameters)
+        points = [
+            tuple(zip(names, values, strict=True))
+            for values in itertools.product(*(self.parameters[name] for name in names))
+        ]
+        kept = [point for point in points if not any(_matches(point, entry) for entry in self.exclude)]
+        return [Combination(point, repetition) for repetition in range(1, self.repetitions + 1) for point in kept]
+
+
+def _matches(point: tuple[tuple[str, Value], ...], entry: dict[str, Value]) -> bool:
+    values = dict(point)
+    return all(str(values.get(name)) == str(value) for name, value in entry.items())
+
+
+def bench_v2_text(bench: dict[str, Any]) -> str:
+    """A version-1 bench section rewritten as version 2: the statx-bench workload with the same sweep."""
+    paths = bench.get("paths") or ["/tmp/g5k-statx-target", "/etc/hostname"]
+    command = (
+        f"statx-bench --json --iterations {bench.get('iterations', 100_000)} "
+        f"--warmup {bench.get('warmup', 1_000)} --threads {{threads}} " + " ".join(f"--path {path}" for path in paths)
+    )
+    lines = ["bench:"]
+    if bench.get("roles"):
+        lines.append(f"  roles: [{', '.join(map(str, bench['roles']))}]")
+    lines += [
+        "  workload:",
+        f'    command: "{command}"',
+        "    output: json",
+        f"    metrics: {{{', '.join(f'{name}: {path}' for name, path in STATX_METRICS.items())}}}",
+        "    artifacts: [statx-bench]",
+        "  parameters:",
+        f"    threads: [{', '.join(map(str, bench.get('threads') or [1]))}]",
+    ]
+    if bench.get("ebpf"):
+        lines.append(f"    ebpf: [{', '.join(repr(str(state)).replace(chr(39), chr(34)) for state in bench['ebpf'])}]")
+    for key in ("repetitions", "timeout"):
+        if key in bench:
+            lines.append(f"  {key}: {bench[key]}")
+    return "\n".join(lines)
 
 
 class BinaryCache(_Strict):
@@ -345,16 +577,22 @@ class Collect(_Strict):
         return value
 
 
-NightlyMetric = Literal["p50_ns", "p99_ns", "calls_per_s", "override_total"]
-
-
 class Nightly(_Strict):
-    """Every night: when to start, for how long, what to track and what to do on a regression."""
+    """Every night: when to start, for how long, what to track and what to do on a regression.
+
+    ``metrics`` names what the workload produces (``override_total``, the eBPF override counter's total over the
+    run, besides); left out, every metric the workload names whose direction is known. Whether a higher value
+    is better comes from ``better``, else from the name: ``*_per_s``, ``*iops``, ``*throughput``,
+    ``*bandwidth``, ``*_bps``, ``*_ops`` are better higher; ``*_ns``, ``*_us``, ``*_ms``, ``*_s``,
+    ``*_seconds``, ``*latency``, ``*_time``, ``*errors``, ``*errors_total`` are better lower.
+    """
 
     start: str = "19:05"
     walltime: str | None = None
     keep: Annotated[int, Field(gt=0, le=10_000)] = 60
-    metrics: Annotated[list[NightlyMetric], Field(min_length=1)] = ["p50_ns", "p99_ns", "calls_per_s"]
+    metrics: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1)] | None = None
+    #: metric -> "higher" or "lower" (is better), for the metrics whose name does not say.
+    better: dict[str, Literal["higher", "lower"]] = {}
     threshold: Annotated[float, Field(gt=0, lt=10)] = 0.05
     on_regression: str | None = None
 
@@ -376,6 +614,86 @@ class Nightly(_Strict):
         if value is not None:
             parse_duration(value, maximum=MAX_WALLTIME, kind="walltime")
         return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{value!r} repeats a metric: list each once")
+        return value
+
+    @staticmethod
+    def direction_by_name(metric: str) -> bool | None:
+        """Whether a higher value is better, as the metric's name tells (its last dotted part first); None when
+        it does not say."""
+        higher = ("per_s", "per_sec", "per_second", "iops", "throughput", "bandwidth", "_bps", "_ops")
+        lower = ("_ns", "_us", "_ms", "_s", "_sec", "_seconds", "latency", "_time", "errors", "errors_total")
+        if metric == "override_total":
+            # Fewer overrides means the program stopped working: the experiment is the override.
+            return True
+        for part in reversed(metric.lower().split(".")):
+            if part.endswith(higher):
+                return True
+            if part.endswith(lower):
+                return False
+        return None
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        if metric in self.better:
+            return self.better[metric] == "higher"
+        return self.direction_by_name(metric)
+
+    def tracked(self, bench: Bench | None) -> tuple[list[str], dict[str, str]]:
+        """The metrics the history follows, and the workload's metrics left out with why; ``ValueError`` naming
+        ``nightly.metrics`` or ``nightly.better`` for what the workload cannot produce or an unknown direction.
+
+        What can be checked is: the names the workload gives its metrics (``bench.workload.metrics``, or the
+        named groups of its regex); a json or csv workload without ``metrics`` takes every number it finds.
+        """
+        workload = bench.workload if bench else None
+        named: list[str] | None = None
+        source = ""
+        if workload is not None and workload.output == "regex" and workload.pattern:
+            named, source = list(re.compile(workload.pattern).groupindex), "the named groups of bench.workload.pattern"
+        elif workload is not None and workload.metrics is not None:
+            named, source = list(workload.metrics), "bench.workload.metrics"
+        left_out: dict[str, str] = {}
+        if self.metrics is None:
+            if workload is None:
+                return [], left_out
+            if named is None:
+                raise ValueError(
+                    f"nightly.metrics: the workload (output: {workload.output}, no bench.workload.metrics) does not "
+                    "name its metrics: list the ones to follow, e.g. metrics: [latency_ns.p50]"
+                )
+            tracked = [name for name in named if self.higher_is_better(name) is not None]
+            left_out = {name: "whether higher is better is unknown (set nightly.better)"
+                        for name in named if name not in tracked}  # fmt: skip
+            if not tracked:
+                raise ValueError(
+                    f"nightly.metrics: no metric of the workload ({', '.join(named)}) says by its name whether "
+                    f"higher is better: list them in nightly.better, e.g. better: {{{named[0]}: higher}}"
+                )
+        else:
+            tracked = list(self.metrics)
+            unknown = [name for name in tracked if name != "override_total" and named is not None and name not in named]
+            if unknown:
+                raise ValueError(
+                    f"nightly.metrics: {', '.join(unknown)} not among the workload's metrics ({source}: "
+                    f"{', '.join(named or [])}); also allowed: override_total"
+                )
+            undirected = [name for name in tracked if self.higher_is_better(name) is None]
+            if undirected:
+                raise ValueError(
+                    f"nightly.metrics: whether a higher {undirected[0]} is better cannot be told from its name: say "
+                    f"it in nightly.better, e.g. better: {{{undirected[0]}: higher}} (or lower)"
+                )
+        stray = [name for name in self.better if name not in tracked]
+        if stray:
+            raise ValueError(
+                f"nightly.better: {', '.join(stray)} not among the followed metrics ({', '.join(tracked)})"
+            )
+        return tracked, left_out
 
 
 class Ssh(_Strict):
@@ -424,17 +742,180 @@ class Vm(_Strict):
         return value
 
 
+#: The kernel options the statx override needs: the one list, which Nix forces, the VM kernel carries and the
+#: deploy checks in /proc/config.gz.
+KERNEL_OPTIONS_FILE = Path(__file__).resolve().parents[1] / "nix" / "kernel-options.json"
+_GITHUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# An SRI sha256 (what fetchFromGitHub's hash takes): 32 bytes in base64, 43 characters and one '='.
+_SRI_SHA256 = re.compile(r"sha256-[A-Za-z0-9+/]{43}=")
+_KCONFIG_NAME = re.compile(r"[A-Z0-9_]{1,100}")
+_KERNEL_BRANCH = re.compile(r"\d+\.\d+")
+
+
+def experiment_kernel_options() -> dict[str, str]:
+    """``{"BPF_KPROBE_OVERRIDE": "y", ...}``: what nix/kernel-options.json asks for."""
+    options: dict[str, str] = json.loads(KERNEL_OPTIONS_FILE.read_text())
+    return options
+
+
+class KernelSource(_Strict):
+    """A kernel fork on GitHub, pinned: what fetchFromGitHub gets (owner/repo, rev, hash)."""
+
+    github: str
+    rev: str
+    hash: str
+    version: str
+    #: The modules' directory name (``uname -r``); buildLinux derives it from version when left out.
+    modDirVersion: str | None = None  # noqa: N815 - nixpkgs' name for it, as the user knows it
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pinned(cls, data: Any) -> Any:
+        # A source without its commit or hash builds whatever the branch holds that day: never the same kernel.
+        if isinstance(data, dict):
+            if "rev" not in data:
+                raise ValueError(
+                    "kernel.source.rev: missing: pin the source to a commit (40 hex digits; "
+                    "git ls-remote https://github.com/OWNER/REPO BRANCH gives it)"
+                )
+            if "hash" not in data:
+                raise ValueError(
+                    'kernel.source.hash: missing: give the SRI hash of the source (hash: "sha256-...="; with '
+                    "lib.fakeHash in its place, nix build prints the real one)"
+                )
+        return data
+
+    @field_validator("github")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if not _GITHUB_REPO.fullmatch(value):
+            raise ValueError(f"{_quote(value)}: a GitHub repository, owner/repo (e.g. torvalds/linux)")
+        return value
+
+    @field_validator("rev")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not _COMMIT.fullmatch(value):
+            raise ValueError(
+                f"{_quote(value)} is not a commit: a branch or tag moves, so the kernel would change under the "
+                "experiment; give the full 40-hex commit (git rev-parse, or git ls-remote on the repository)"
+            )
+        return value
+
+    @field_validator("hash")
+    @classmethod
+    def _sri(cls, value: str) -> str:
+        if not _SRI_SHA256.fullmatch(value):
+            raise ValueError(
+                f"{_quote(value)} is not an SRI sha256 (sha256- then 44 base64 characters): convert a hex or "
+                "base32 hash with nix hash to-sri --type sha256 HASH"
+            )
+        return value
+
+    @field_validator("version", "modDirVersion")
+    @classmethod
+    def _kernel_version(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+\.\d+(?:\.\d+)?(?:[-+][A-Za-z0-9._+-]{1,60})?", value):
+            raise ValueError(f"{_quote(value)}: a kernel version as its Makefile gives it, e.g. 6.12.8 or 6.13.0-rc1")
+        return value
+
+    @property
+    def owner(self) -> str:
+        return self.github.split("/")[0]
+
+    @property
+    def repo(self) -> str:
+        return self.github.split("/")[1]
+
+
+class Kernel(_Strict):
+    """The nodes' kernel: a nixpkgs branch (default 6.12) or a pinned source, with the experiment's own patches
+    (files relative to the playbook's directory) and Kconfig options (``NAME: y|m|n|value``, no ``CONFIG_``),
+    merged under nix/kernel-options.json, whose options always win."""
+
+    branch: str | None = None
+    source: KernelSource | None = None
+    patches: list[str] = []
+    config: dict[str, str] = {}
+
+    @field_validator("branch", mode="before")
+    @classmethod
+    def _branch_quoted(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            raise ValueError(f'{value}: quote the branch, e.g. branch: "6.12" (YAML reads 6.10 as the number 6.1)')
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str | None) -> str | None:
+        if value is not None and not _KERNEL_BRANCH.fullmatch(value):
+            raise ValueError(f'{_quote(value)}: a nixpkgs kernel branch, major.minor, e.g. "6.12"')
+        return value
+
+    @field_validator("patches")
+    @classmethod
+    def _patches(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name.startswith("/") or ".." in Path(name).parts or not name.strip():
+                raise ValueError(f"{_quote(name)}: a patch is a file inside the playbook's directory, relative to it")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value!r} repeats a patch: list each once")
+        return value
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        # ``HZ: 1000`` is the number Kconfig writes as text.
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _options(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, setting in value.items():
+            if name.startswith("CONFIG_"):
+                raise ValueError(f"{name}: write the option without CONFIG_ ({name.removeprefix('CONFIG_')})")
+            if not _KCONFIG_NAME.fullmatch(name):
+                raise ValueError(f"{_quote(name)}: a Kconfig option name, upper-case letters, digits and _")
+            if not setting or any(not char.isprintable() or char in '"\\' for char in setting):
+                raise ValueError(f"{name}: {_quote(setting)}: y, m, n, or a value on one line without quotes")
+        needed = experiment_kernel_options()
+        for name, setting in value.items():
+            if name in needed and needed[name] != setting:
+                raise ValueError(
+                    f"kernel.config.{name}: {setting} contradicts nix/kernel-options.json, which the statx override "
+                    f"needs ({name}={needed[name]}, always applied): remove it"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _branch_or_source(self) -> Kernel:
+        if self.branch is not None and self.source is not None:
+            raise ValueError(
+                "kernel.branch: a kernel is a nixpkgs branch or a source, not both: remove branch (or source)"
+            )
+        return self
+
+    @property
+    def nixpkgs_branch(self) -> str:
+        """The nixpkgs branch built when there is no source."""
+        return self.branch or "6.12"
+
+
 LOCAL_TESTBEDS = ("local", "vm")
 
 
 class Playbook(_Strict):
-    version: Literal[1]
+    version: Literal[2]
     name: str
     testbed: Literal["grid5000", "local", "vm"]
     reservation: Reservation
     ssh: Ssh = Ssh()
     vm: Vm | None = None
     ebpf: Ebpf = Ebpf()
+    kernel: Kernel | None = None
     deploy: Deploy | None = None
     bench: Bench | None = None
     collect: Collect | None = None
@@ -456,13 +937,31 @@ class Playbook(_Strict):
                 f"vm.roles: {self.collect.role} is the collect role, which stays a loopback node beside its "
                 "Prometheus: leave it out"
             )
-        if self.bench and "on" in self.bench.ebpf:
+        if self.bench and "on" in self.bench.ebpf_states:
             outside = [role for role in self.bench_roles if role not in self.vm_roles]
             if outside:
                 raise ValueError(
                     f"bench.roles: {', '.join(outside)} run the host's kernel (not in vm.roles), where eBPF cannot "
                     "be switched on: bench VM roles only, or add them to vm.roles"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _kernel_fits_testbed(self) -> Playbook:
+        kernel = self.kernel
+        if kernel is None or self.testbed == "grid5000":
+            return self
+        if self.testbed == "local":
+            raise ValueError(
+                "kernel: the local testbed runs this machine's kernel: remove kernel, or use testbed: vm (Debian's "
+                "6.1 source with the playbook's patches and config) or grid5000"
+            )
+        given = "source" if kernel.source is not None else "branch" if kernel.branch is not None else None
+        if given is not None:
+            raise ValueError(
+                f"kernel.{given}: the VM testbed builds Debian's linux-source-6.1 with the playbook's patches and "
+                f"config, never a nixpkgs branch or a fork: remove {given} here (keep it in the grid5000 playbook)"
+            )
         return self
 
     @property
@@ -488,6 +987,12 @@ class Playbook(_Strict):
             raise ValueError(
                 "deploy.method: artifacts is for the local and VM testbeds; on Grid'5000 use nxc or kadeploy"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _nightly_metrics_exist(self) -> Playbook:
+        if self.nightly is not None:
+            self.nightly.tracked(self.bench)
         return self
 
     @model_validator(mode="after")
@@ -618,7 +1123,27 @@ _PlaybookLoader.add_implicit_resolver(
 
 def load_playbook(path: Path) -> Playbook:
     """Read and validate a playbook file; :class:`ConfigError` lists every problem with its line."""
-    return parse_playbook(read_playbook_text(path), source=str(path))
+    playbook = parse_playbook(read_playbook_text(path), source=str(path))
+    for name in playbook.bench.workload.artifacts if playbook.bench else []:
+        if name not in BUILTIN_ARTIFACTS and not artifact_path(path, name).is_file():
+            raise ConfigError(
+                f"{path}: bench.workload.artifacts: {name} is neither {', '.join(BUILTIN_ARTIFACTS)} nor a file "
+                f"next to the playbook ({artifact_path(path, name)} does not exist)",
+                hint="give a path relative to the playbook's directory; nothing was submitted",
+            )
+    for index, name in enumerate(playbook.kernel.patches if playbook.kernel else []):
+        if not artifact_path(path, name).is_file():
+            raise ConfigError(
+                f"{path}: kernel.patches[{index}]: {name} is not a file next to the playbook "
+                f"({artifact_path(path, name)} does not exist)",
+                hint="give the patch's path relative to the playbook's directory; nothing was submitted",
+            )
+    return playbook
+
+
+def artifact_path(playbook_path: Path, name: str) -> Path:
+    """Where an artifact the playbook names lies on this machine: relative to the playbook's directory."""
+    return playbook_path.absolute().parent / name
 
 
 def read_playbook_text(path: Path) -> str:
@@ -683,6 +1208,14 @@ def parse_playbook(text: str, *, source: str = "<playbook>") -> Playbook:
         loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a playbook is a YAML mapping with version, name, testbed, reservation")
+    if data.get("version") == 1:
+        bench = data.get("bench")
+        rewrite = "version: 2" + (f"\n{bench_v2_text(bench)}" if isinstance(bench, dict) else "")
+        raise ConfigError(
+            f"{source}: version: 1 is the statx-only format; this agent reads version 2, where bench is any "
+            f"workload and sweep. Replace version and bench with:\n{rewrite}",
+            hint="the other sections stay as they are; nothing was submitted",
+        )
     try:
         playbook = Playbook.model_validate(data)
     except ValidationError as exc:

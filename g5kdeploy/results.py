@@ -220,8 +220,9 @@ class RunRecord(BaseModel):
     deploy: DeployRecord | None = None
     #: Commands that switch the eBPF program on and off on a node, once a deploy phase has provided them.
     ebpf_toggle: dict[str, str] | None = None
-    #: How the bench phase starts statx-bench on a node once a deploy put it there (else it pushes its own).
-    bench_binary: str | None = None
+    #: The workload's artifacts a deploy phase put on the nodes (in the system, or in the working directory's
+    #: artifacts/); the bench phase pushes the others itself. None: no deploy phase ran.
+    provided: list[str] | None = None
     #: For nightly runs: the start of the night's window (local testbed: the date), naming that night's run.
     nightly_slot: str | None = None
     collected: CollectedRecord = CollectedRecord()

@@ -6,12 +6,13 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the local testbed and the test suite use: sshd for the nodes, a C compiler for the benchmark,
 # Prometheus and the node exporter for the collector, curl for the snapshot API on the nodes, clang, libbpf and
-# bpftool for the eBPF checks, and Nix (parse and evaluate only) for the Nix checks. The VM testbed adds the
+# bpftool for the eBPF checks, Nix (parse and evaluate only) for the Nix checks, and fio for the second example
+# workload (playbooks/fio-local.yaml). The VM testbed adds the
 # kernel source and what builds it (pahole from dwarves for its BTF), QEMU, and libbpf1 for the guests' loader.
 APT_PACKAGES=(python3 python3-venv openssh-server openssh-client openssh-sftp-server gcc libc6-dev curl
   prometheus prometheus-node-exporter clang llvm libbpf-dev libbpf1 bpftool nix-bin
   linux-source-6.1 build-essential make flex bison bc libelf-dev libssl-dev dwarves xz-utils
-  qemu-system-x86 iproute2 busybox-static)
+  qemu-system-x86 iproute2 busybox-static fio)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -74,7 +74,7 @@ def write_playbook(directory: Path, body: str, name: str = "exp") -> Path:
 
 def playbook_text(*, nodes: int = 2, extra: str = "", site: str = "nancy", cluster: str = "gros") -> str:
     return (
-        "version: 1\nname: exp\ntestbed: grid5000\nreservation:\n"
+        "version: 2\nname: exp\ntestbed: grid5000\nreservation:\n"
         f"  site: {site}\n  roles:\n    collector: {{nodes: 1, cluster: {cluster}}}\n"
         f"    exporter: {{nodes: {nodes}, cluster: {cluster}}}\n  walltime: 1:00\n  max_wait: 0:05\n{extra}"
     )
@@ -91,23 +91,31 @@ MODULE_NEEDS: dict[str, tuple[str, ...]] = {
     "deploy/test_kadeploy_phase.py": (SSHD,),
     "deploy/test_nxc_image_standins.py": (SSHD,),
     "integration/test_bench.py": (SSHD,),
+    "integration/test_cli_nodes.py": (SSHD,),
+    "integration/test_remote_mux.py": (SSHD,),
     "integration/test_deploy_artifacts.py": (SSHD,),
     # Local runs whose playbook has a collect section: their collector runs Prometheus.
     "integration/test_local_faults.py": (SSHD, PROMETHEUS),
     "integration/test_local_testbed.py": (SSHD, PROMETHEUS),
     "integration/test_pipeline.py": (SSHD, PROMETHEUS),
+    "integration/test_workloads.py": (SSHD, PROMETHEUS),
     "prometheus/test_prometheus_live.py": (PROMETHEUS,),
     # The collector is a loopback node with Prometheus; the guests load eBPF compiled against their kernel.
     "vm/test_vm_testbed.py": (VM, SSHD, PROMETHEUS, CLANG),
 }
 FIXTURE_NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("deploy/test_nxc_standins.py", "bed"): (SSHD,),
+    ("deploy/test_kernel_flake.py", "bed"): (SSHD,),
+    ("ebpf/test_ebpf_flake.py", "bed"): (SSHD,),
+    ("integration/test_library.py", "small_playbook"): (SSHD,),
     ("ebpf/test_ebpf_compile.py", "workdir"): (CLANG,),
+    ("ebpf/test_ebpf_programs.py", "host_btf"): (CLANG,),
     ("payload/test_ebpf_exporter_standin.py", "statx_object"): (CLANG,),
 }
 TEST_NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("benchmarks/test_smoke.py", "test_benchmark_runs_at_its_smallest_size[collect.py]"): (SSHD, PROMETHEUS),
     ("benchmarks/test_smoke.py", "test_benchmark_runs_at_its_smallest_size[fanout.py]"): (SSHD,),
+    ("integration/test_library.py", "test_the_readme_example_runs"): (SSHD, PROMETHEUS),
     ("integration/test_nightly.py", "test_local_nightly_runs_the_whole_pipeline_then_checks_and_attaches_again"): (
         SSHD,
         PROMETHEUS,
@@ -119,6 +127,10 @@ TEST_NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
     # Kconfig on Debian's kernel source (the module's other tests need nothing).
     ("vm/test_kernel_config.py", "test_an_option_whose_dependency_was_removed_is_named_before_the_build"): (VM,),
     ("vm/test_kernel_config.py", "test_a_second_build_of_one_kernel_waits_for_the_first"): (VM,),
+    # The playbook's kernel.patches and kernel.config on Debian's unpacked source (no build).
+    ("vm/test_kernel_config.py", "test_the_playbooks_patches_and_config_apply_to_debians_source"): (VM,),
+    ("vm/test_kernel_config.py", "test_a_patch_that_does_not_apply_is_named_with_patchs_output"): (VM,),
+    ("vm/test_kernel_config.py", "test_a_run_whose_patch_does_not_apply_fails_before_building"): (VM,),
 }
 TESTS = Path(__file__).resolve().parent
 

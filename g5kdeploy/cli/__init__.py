@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from g5kdeploy import __version__
-from g5kdeploy.cli import bench, collect, deploy, jobs, nightly, run, sim, vm
+from g5kdeploy.cli import bench, cache, check, collect, deploy, discover, jobs, nightly, nodes, run, sim, vm, vmtest
 from g5kdeploy.cli.common import CURRENT, Settings
 from g5kdeploy.log import configure
 
@@ -54,7 +54,6 @@ app = typer.Typer(
     help="Run kernel + eBPF experiments on Grid'5000 (or the local testbed), reproducibly.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
 )
 run.register(app)
 jobs.register(app)
@@ -62,6 +61,11 @@ deploy.register(app)
 bench.register(app)
 collect.register(app)
 nightly.register(app)
+check.register(app)
+nodes.register(app)
+discover.register(app)
+cache.register(app)
+vmtest.register(app)
 app.add_typer(vm.app, name="vm", help="The VM testbed's tools (its kernel).")
 app.add_typer(sim.app, name="sim", help="A local Grid'5000 API simulator.")
 

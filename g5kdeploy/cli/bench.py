@@ -1,4 +1,4 @@
-"""``g5k bench``: the statx sweep on the run's nodes, with a progress bar, resumable."""
+"""``g5k bench``: the playbook's sweep on the run's nodes, with a progress bar, resumable."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def bench_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
-    """Run the playbook's statx sweep on every selected node; rerun to finish an interrupted sweep."""
+    """Run the playbook's workload over every combination on every selected node; rerun to finish a sweep."""
     state = settings(ctx)
     store = state.store
     record = store.load(run) if run else store.latest()

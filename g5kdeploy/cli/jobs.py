@@ -13,7 +13,7 @@ from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings, 
 from g5kdeploy.cli.progress import job_line
 from g5kdeploy.errors import ConfigError, G5kError
 from g5kdeploy.pipeline import release
-from g5kdeploy.reserve.phase import reserve
+from g5kdeploy.reserve.phase import check_pinned, reserve
 from g5kdeploy.results import JobEntry, RunRecord
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.testbeds import testbed_for
@@ -34,12 +34,17 @@ def reserve_command(
     playbook: Annotated[Path | None, typer.Argument(help="The experiment's playbook (YAML).")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Resume this run instead of starting one.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the jobs if reservation fails or is interrupted.")] = False,
+    allow_unlocked: Annotated[
+        bool,
+        typer.Option("--allow-unlocked", help="Deploy with nxc on Grid'5000 even though flake.lock pins nothing."),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Reserve the playbook's nodes: one OAR job per site, waited for until running."""
     state = settings(ctx)
     store = state.store
     record = start_or_resume(state, playbook, run, option="--run")
+    check_pinned(record.playbook, allow_unlocked=allow_unlocked)
     testbed = testbed_for(record.testbed)
     terminate_as_interrupt()
     with Status("submitting", console=state.err) as status:

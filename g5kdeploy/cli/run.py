@@ -10,6 +10,7 @@ import typer
 from g5kdeploy.cli.common import Settings, handle_errors, print_json, settings, start_or_resume
 from g5kdeploy.cli.progress import PipelineDisplay
 from g5kdeploy.pipeline import PipelineOutcome, run_pipeline
+from g5kdeploy.reserve.phase import check_pinned
 from g5kdeploy.reserve.release import Released
 from g5kdeploy.results import RunRecord
 from g5kdeploy.signals import terminate_as_interrupt
@@ -29,10 +30,16 @@ def run_command(
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the jobs at the end (and on failure).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
+    allow_unlocked: Annotated[
+        bool,
+        typer.Option("--allow-unlocked", help="Deploy with nxc on Grid'5000 even though flake.lock pins nothing."),
+    ] = False,
 ) -> None:
     """Reserve, deploy, bench, collect, then release: one command for the whole experiment."""
     state = settings(ctx)
     record = start_or_resume(state, playbook, resume, option="--resume")
+    # Here, not in the reserve phase: the deploy comes after the reservation, and a refusal must reserve nothing.
+    check_pinned(record.playbook, allow_unlocked=allow_unlocked)
     testbed = testbed_for(record.testbed)
     terminate_as_interrupt()
     outcome = PipelineOutcome()

@@ -18,9 +18,12 @@ from typing import Any
 
 from g5kdeploy.collect.files import read_json
 from g5kdeploy.log import get_logger
+from g5kdeploy.playbook import STATX_METRICS, Combination
 
 log = get_logger(__name__)
 BENCH_DIR = "bench"
+#: The tool name statx-bench puts in its JSON: results carrying it get the statx view of the report.
+STATX_BENCH = "statx-bench"
 PERCENTILES = ("min", "mean", "p50", "p90", "p99", "p999", "max")
 
 #: One histogram bucket: [lo_ns, hi_ns) and how many calls fell in it.
@@ -104,14 +107,18 @@ class PathResult:
 
 @dataclass(frozen=True)
 class BenchResult:
-    """One node's result for one combination (threads x eBPF state x repetition)."""
+    """One node's result for one combination: its parameters, its metrics, and, for a statx-bench workload,
+    everything statx-bench's JSON tells (the statx view of the report reads those)."""
 
     path: Path
     node: str
-    threads: int
+    #: statx-bench's threads (its parameter, else its own JSON's), and the eBPF state ("off" without the parameter).
+    threads: int | None
     ebpf: str
     repetition: int
     key: str
+    parameters: dict[str, str | int | float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
     calls: int | None = None
     calls_per_s: float | None = None
     duration_s: float | None = None
@@ -122,6 +129,13 @@ class BenchResult:
     finished_at: str | None = None
     #: One entry per distinct benchmarked path, in the order the bench gave them.
     paths: tuple[PathResult, ...] = ()
+    #: Whether the result is statx-bench's JSON: the statx view of the report and its plots read the fields above.
+    statx: bool = False
+
+    @property
+    def label(self) -> str:
+        """``threads=1 ebpf=on``: the combination without its repetition, as the playbook's sweep names it."""
+        return Combination(tuple(self.parameters.items()), self.repetition).label
 
     def percentile(self, name: str) -> float | None:
         return self.latency_ns.get(name)
@@ -148,8 +162,18 @@ def load_results(run_dir: Path, problems: list[str] | None = None) -> list[Bench
             results.append(parsed)
     if not results:
         _note(notes, f"no finished bench results under {BENCH_DIR}/")
-    results.sort(key=lambda r: (r.threads, r.ebpf, r.repetition, r.node))
+    results.sort(key=lambda r: (r.threads or 0, r.ebpf, r.label, r.repetition, r.node))
     return results
+
+
+def metric_names(results: Iterable[BenchResult]) -> list[str]:
+    """Every metric of the results, in the order first met (the parser's order)."""
+    return list(dict.fromkeys(name for result in results for name in result.metrics))
+
+
+def parameter_names(results: Iterable[BenchResult]) -> list[str]:
+    """Every parameter of the results, in the playbook's order (the order each result lists them)."""
+    return list(dict.fromkeys(name for result in results for name in result.parameters))
 
 
 def _note(notes: list[str], message: str) -> None:
@@ -165,19 +189,28 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
         return None
     combination = document.get("combination")
     result = document.get("result")
-    if not isinstance(combination, dict) or not isinstance(result, dict):
+    metrics = document.get("metrics")
+    if not isinstance(combination, dict) or not (isinstance(result, dict) or isinstance(metrics, dict)):
         _note(notes, f"{relative}: no combination or result, skipped")
         return None
+    # Results of the statx-only bench (before workloads) name threads and ebpf in the combination itself.
+    parameters = json_object(combination.get("parameters")) or {
+        name: combination[name] for name in ("threads", "ebpf") if name in combination
+    }
+    result = result if isinstance(result, dict) and result.get("tool") == STATX_BENCH else {}
+    if not isinstance(metrics, dict) and not result:
+        _note(notes, f"{relative}: neither metrics nor a statx-bench result, skipped")
+        return None
+    config = json_object(result.get("config"))
     try:
-        threads = int(combination["threads"])
-        ebpf = str(combination["ebpf"])
+        threads = _int(parameters.get("threads", config.get("threads")))
+        ebpf = str(parameters.get("ebpf", "off"))
         repetition = int(combination.get("repetition", 1))
-    except (KeyError, TypeError, ValueError):
-        _note(notes, f"{relative}: combination lacks threads or ebpf, skipped")
+    except (TypeError, ValueError):
+        _note(notes, f"{relative}: combination unreadable, skipped")
         return None
     latency = json_object(result.get("latency_ns"))
     errors = json_object(result.get("errors"))
-    config = json_object(result.get("config"))
     parsed = BenchResult(
         path=path,
         node=str(document.get("node") or path.stem),
@@ -185,6 +218,12 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
         ebpf=ebpf,
         repetition=repetition,
         key=str(combination.get("key") or path.parent.name),
+        parameters={str(name): value for name, value in parameters.items() if isinstance(value, str | int | float)},
+        metrics={
+            str(name): number
+            for name, value in (metrics.items() if isinstance(metrics, dict) else _statx_metrics(result))
+            if (number := _float(value)) is not None
+        },
         calls=_int(result.get("calls")),
         calls_per_s=_float(result.get("calls_per_s")),
         duration_s=_float(result.get("duration_s")),
@@ -194,7 +233,10 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
         errors_total=_int(result.get("errors_total")),
         finished_at=document.get("finished_at"),
         paths=_paths(config.get("paths"), json_object(result.get("per_path")), json_object(result.get("statx"))),
+        statx=bool(result),
     )
+    if not result:
+        return parsed
     missing = [name for name in ("p50", "p99") if name not in parsed.latency_ns]
     if parsed.calls_per_s is None:
         missing.append("calls_per_s")
@@ -203,6 +245,16 @@ def _parse(path: Path, notes: list[str]) -> BenchResult | None:
     if missing:
         _note(notes, f"{relative}: lacks {', '.join(missing)}; used for the rest")
     return parsed
+
+
+def _statx_metrics(result: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    """The metrics of a statx-only bench's result (before workloads, which had no ``metrics``): what the statx
+    playbooks' ``metrics`` mapping now names, so their nightly history goes on across the change."""
+    for name, path in STATX_METRICS.items():
+        value: Any = result
+        for part in path.split("."):
+            value = json_object(value).get(part)
+        yield name, value
 
 
 def _paths(configured: Any, per_path: dict[str, Any], answers: dict[str, Any]) -> tuple[PathResult, ...]:

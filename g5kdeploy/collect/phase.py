@@ -21,6 +21,7 @@ from typing import Any
 from g5kdeploy import __version__
 from g5kdeploy.collect.data import load_results
 from g5kdeploy.collect.finalize import finalize_report
+from g5kdeploy.collect.sbom import collect_sboms
 from g5kdeploy.errors import CollectError, ConfigError, DeadlineExceeded, G5kError, PrometheusError
 from g5kdeploy.files import atomic_write_text, sha256_file
 from g5kdeploy.log import get_logger
@@ -53,6 +54,8 @@ class CollectSummary:
     snapshot: Path | None = None
     exports: dict[str, Path] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
+    #: ``sbom/<role-or-node>.cdx.json``: what each node booted.
+    sboms: list[Path] = field(default_factory=list)
     report: Path | None = None
     manifest: Path | None = None
     #: What the user must know about the data: targets not scraped, queries that returned nothing.
@@ -89,18 +92,19 @@ def run_collect(
             step("snapshot")
             summary.snapshot = _snapshot(record, store, runner, client, endpoint)
             step("node facts")
-            _node_facts(runner, nodes, api, run_dir)
+            facts = _node_facts(runner, nodes, api, run_dir)
+            step("sbom")
+            summary.sboms, notes = collect_sboms(record, run_dir, facts)
+            summary.warnings += notes
             step("exports")
             summary.exports, notes = _exports(record, collect, client, run_dir, testbed.ebpf_unavailable(record))
             summary.warnings += notes
         step("plots")
-        from g5kdeploy.collect.plots import plot_ebpf, plot_latency, plot_throughput  # matplotlib: 0.5 s
+        from g5kdeploy.collect.plots import plot_run  # matplotlib: 0.5 s
 
         plots_dir = run_dir / "plots"
         plots_dir.mkdir(exist_ok=True)
-        summary.plots = [*plot_latency(results, plots_dir), plot_throughput(results, plots_dir)]
-        if (ebpf := plot_ebpf(results, plots_dir)) is not None:
-            summary.plots.append(ebpf)
+        summary.plots = plot_run(results, plots_dir)
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
         raise

@@ -1,4 +1,5 @@
-"""Figures of a run's bench results, as PNG files (matplotlib's Agg renderer, no display needed).
+"""Figures of a run's bench results, as PNG files (matplotlib's Agg renderer, no display needed): one per metric
+of any workload, and for statx-bench results its own view (latency distributions, throughput, eBPF on vs off).
 
 Figures are built on ``matplotlib.figure.Figure`` directly, not through ``pyplot``: no global figure registry,
 no backend to select, nothing left open after an exception, and safe to call from any thread.
@@ -9,7 +10,7 @@ writes a figure with what remains.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.axes import Axes
@@ -17,16 +18,118 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
-from g5kdeploy.collect.data import BenchResult, Spread, group, merge_buckets, spread
+from g5kdeploy.collect.data import BenchResult, Spread, group, merge_buckets, metric_names, parameter_names, spread
 from g5kdeploy.files import atomic_write_bytes
 from g5kdeploy.log import get_logger
+from g5kdeploy.playbook import Combination, Value, slug
 
 log = get_logger(__name__)
 DPI = 110
 EBPF_STYLE = {"off": "-", "on": "--"}
 EBPF_COLOUR = {"off": "tab:blue", "on": "tab:red"}
+#: Figures of a workload's metrics at most: a JSON output without named metrics can give hundreds.
+MAX_METRIC_PLOTS = 8
+ERROR_BARS = "mean over repetitions and nodes, min-max"
 
-__all__ = ["plot_ebpf", "plot_latency", "plot_throughput"]
+__all__ = ["metric_figure", "plot_ebpf", "plot_latency", "plot_metrics", "plot_run", "plot_throughput"]
+
+
+def plot_run(results: Sequence[BenchResult], out_dir: Path) -> list[Path]:
+    """Every figure of a run: statx-bench's own where its results are, then one per metric of the workload."""
+    written: list[Path] = []
+    if statx := [result for result in results if result.statx]:
+        written += [*plot_latency(statx, out_dir), plot_throughput(statx, out_dir)]
+        if (ebpf := plot_ebpf(statx, out_dir)) is not None:
+            written.append(ebpf)
+    return [*written, *plot_metrics(results, out_dir)]
+
+
+def plot_metrics(loaded: Sequence[BenchResult], out_dir: Path) -> list[Path]:
+    """A figure per metric of the workload (the first :data:`MAX_METRIC_PLOTS`, in the parser's order).
+
+    Against the first numeric parameter when the sweep has one (its values on the x axis, a line per
+    combination of the other parameters: how the metric scales), else a bar per combination. Each point is the
+    mean over repetitions and nodes, the error bar their min-max.
+    """
+    results = [result for result in loaded if result.metrics]
+    metrics = metric_names(results)
+    if len(metrics) > MAX_METRIC_PLOTS:
+        log.info("metric figures capped", drawn=metrics[:MAX_METRIC_PLOTS], left_out=metrics[MAX_METRIC_PLOTS:])
+    names: set[str] = set()
+    written: list[Path] = []
+    for metric in metrics[:MAX_METRIC_PLOTS]:
+        figure = metric_figure(metric, results)
+        # Metric names can be JSON paths or CSV columns: file names keep their letters and digits, and stay distinct.
+        name = f"metric-{slug(metric)}"
+        while name in names:
+            name = f"{name}-{len(names)}"
+        names.add(name)
+        written.append(_save(figure, out_dir / f"{name}.png"))
+    return written
+
+
+def metric_figure(metric: str, results: Sequence[BenchResult]) -> Figure:
+    """One metric: lines along the first numeric parameter, else a bar per combination (see :func:`plot_metrics`)."""
+    members = [result for result in results if metric in result.metrics]
+    axis = _numeric_parameter(members)
+    return _metric_lines(metric, members, axis) if axis else _metric_bars(metric, members)
+
+
+def _numeric_parameter(results: Sequence[BenchResult]) -> str | None:
+    """The first parameter (in the playbook's order) that every result has, each time a number."""
+    for name in parameter_names(results):
+        values = [result.parameters.get(name) for result in results]
+        if all(isinstance(value, int | float) and not isinstance(value, bool) for value in values):
+            return name
+    return None
+
+
+def _metric_lines(metric: str, results: Sequence[BenchResult], axis: str) -> Figure:
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    axes = figure.subplots()
+    xs = sorted({result.parameters[axis] for result in results}, key=float)
+    lines: dict[str, dict[Value, list[BenchResult]]] = {}
+    for result in results:
+        line = lines.setdefault(_without(result, axis) or metric, {})
+        line.setdefault(result.parameters[axis], []).append(result)
+    for index, (label, by_x) in enumerate(lines.items()):
+        points = {value: spread(result.metrics[metric] for result in rows) for value, rows in by_x.items()}
+        _errorbar(axes, xs, points, index, len(lines), label=label, colour=f"C{index % 10}")
+    axes.set_xticks(range(len(xs)), [str(value) for value in xs])
+    axes.set_xlabel(axis)
+    axes.set_ylabel(f"{metric}\n({ERROR_BARS})")
+    axes.grid(True, axis="y", alpha=0.3)
+    if len(lines) > 1:
+        axes.legend(fontsize=8)
+    axes.set_title(f"{metric} by {axis}")
+    return figure
+
+
+def _metric_bars(metric: str, results: Sequence[BenchResult]) -> Figure:
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    axes = figure.subplots()
+    bars = [(label, spread(result.metrics[metric] for result in members))
+            for (label,), members in group(results, "label").items()]  # fmt: skip
+    points = [(label, point) for label, point in bars if point is not None]
+    axes.bar(
+        range(len(points)),
+        [point.mean for _, point in points],
+        yerr=[[point.mean - point.low for _, point in points], [point.high - point.mean for _, point in points]],
+        capsize=4,
+        color="C0",
+    )
+    axes.set_xticks(range(len(points)), [label for label, _ in points], rotation=30 if len(points) > 3 else 0,
+                    ha="right" if len(points) > 3 else "center", fontsize=8)  # fmt: skip
+    axes.set_ylabel(f"{metric}\n({ERROR_BARS})")
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.set_title(f"{metric} per combination")
+    return figure
+
+
+def _without(result: BenchResult, name: str) -> str:
+    """The result's combination label without one parameter: the line it belongs to in a figure along ``name``."""
+    others = tuple((key, value) for key, value in result.parameters.items() if key != name)
+    return Combination(others, result.repetition).label if others else ""
 
 
 def plot_latency(loaded: Sequence[BenchResult], out_dir: Path) -> list[Path]:
@@ -97,7 +200,7 @@ def plot_ebpf(loaded: Sequence[BenchResult], out_dir: Path) -> Path | None:
     point is the mean over repetitions and nodes (all draws of the same condition), the error bar their
     min-max, so an overlap between on and off says the difference is within run-to-run noise.
     """
-    results = [result for result in loaded if result.latency_ns]
+    results = [result for result in loaded if result.latency_ns and result.threads]
     states = sorted({result.ebpf for result in results})
     if len(states) < 2:
         log.info("eBPF comparison left out: results for one eBPF state only", states=states)
@@ -105,7 +208,7 @@ def plot_ebpf(loaded: Sequence[BenchResult], out_dir: Path) -> Path | None:
     paths = list(dict.fromkeys(entry.path for result in results for entry in result.paths if entry.latency_ns))
     figure = Figure(figsize=(11 if paths else 10, 4.6), layout="constrained")
     panels = figure.subplots(1, 2)
-    threads = sorted({result.threads for result in results})
+    threads = sorted({result.threads or 0 for result in results})
     drawn: list[str | None] = [*paths] or [None]
     series = [(path, state) for path in drawn for state in states]
     for axes, name in zip(panels, ("p50", "p99"), strict=True):
@@ -140,10 +243,10 @@ def plot_throughput(loaded: Sequence[BenchResult], out_dir: Path) -> Path:
     Per node rather than summed, so a node that scales differently from its siblings stands out. With no
     result at all the figure says so instead of being absent, so a report always has its throughput slot.
     """
-    results = [result for result in loaded if result.calls_per_s is not None]
+    results = [result for result in loaded if result.calls_per_s is not None and result.threads]
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     axes = figure.subplots()
-    threads = sorted({result.threads for result in results})
+    threads = sorted({result.threads or 0 for result in results})
     series = group(results, "node", "ebpf")
     for index, ((node, ebpf), members) in enumerate(series.items()):
         points = {key[0]: spread(r.calls_per_s for r in rows) for key, rows in group(members, "threads").items()}
@@ -174,8 +277,8 @@ def _cdf(buckets: Sequence[tuple[int, int, int]]) -> tuple[list[float], list[flo
 
 def _errorbar(
     axes: Axes,
-    threads: list[int],
-    points: dict[int, Spread | None],
+    positions: Sequence[Value],
+    points: Mapping[Value, Spread | None],
     index: int,
     count: int,
     *,
@@ -183,9 +286,10 @@ def _errorbar(
     colour: str,
     linestyle: str = "-",
 ) -> None:
-    """One series at categorical thread positions, nudged sideways so the error bars of series do not overlap."""
+    """One series at categorical positions (thread counts, a parameter's values), nudged sideways so the error
+    bars of series do not overlap."""
     xs, means, below, above = [], [], [], []
-    for position, value in enumerate(threads):
+    for position, value in enumerate(positions):
         point = points.get(value)
         if point is None:
             continue

@@ -1,5 +1,6 @@
-"""``report.md`` and ``report.html``: what ran, where, on which system, the key numbers, eBPF on against off,
-the probe's overhead, the proof that the override happened, the plots.
+"""``report.md`` and ``report.html``: what ran, where, on which system, the workload's results per combination,
+the plots; for statx-bench results, its view too: the key numbers, eBPF on against off, the probe's overhead
+and the proof that the override happened.
 
 Both files are rendered from one document model (``document.py``), so they never disagree; the HTML is
 self-contained (inline CSS) and refers to the plots and exports by paths relative to the run directory, so
@@ -26,6 +27,8 @@ from g5kdeploy.collect.data import (
     group,
     json_object,
     load_results,
+    metric_names,
+    parameter_names,
     spread,
 )
 from g5kdeploy.collect.document import (
@@ -41,8 +44,10 @@ from g5kdeploy.collect.document import (
     to_markdown,
 )
 from g5kdeploy.collect.files import read_json
+from g5kdeploy.collect.sbom import read_sboms
 from g5kdeploy.files import atomic_write_text
 from g5kdeploy.payload import STATX_TARGET
+from g5kdeploy.playbook import EBPF_PARAMETER
 from g5kdeploy.results import RunRecord, read_record
 
 REPORT_MD = "report.md"
@@ -98,15 +103,17 @@ def build_report(
         problems = []
         results = load_results(run_dir, problems)
     problems = list(problems or [])
+    statx = [result for result in results if result.statx]
+    statx_view = [_numbers(statx), _on_off(statx), _overhead(statx), _proof(run, run_dir, statx, exports)]
     sections = [
         *_warnings(run),
         _what(run, run_dir),
         *_where(run),
         _systems(run, node_facts, results),
-        _numbers(results),
-        _on_off(results),
-        _overhead(results),
-        _proof(run, run_dir, results, exports),
+        _sboms(run_dir),
+        # statx-bench's own view first, where it applies: the workload-independent table follows it.
+        *(statx_view if statx else []),
+        _results(run, results),
         _plots(plots, run_dir),
         _exports(exports, run_dir, run),
         _phases(run),
@@ -124,6 +131,13 @@ def fmt_ns(value: float) -> str:
 
 def fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
+
+
+def fmt_value(value: float) -> str:
+    """A metric of any workload: whole above a thousand (with separators), else four significant digits."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
 
 
 def _spread_text(point: Spread | None, fmt: Any) -> str:
@@ -145,11 +159,13 @@ def _what(run: RunRecord | None, run_dir: Path) -> Section:
         ("released", run.released_at or "not yet"),
     ]
     if bench:
+        sweep = [f"{name} {_list(values)}" for name, values in bench.parameters.items()]
+        count = len(bench.exclude)
+        excluded = f", {count} exclusion{'s' if count != 1 else ''}" if count else ""
         items += [
-            ("benchmark", f"statx-bench on {', '.join(bench.paths)}"),
-            ("sweep", f"threads {_list(bench.threads)} {TIMES} eBPF {_list(bench.ebpf)} {TIMES} "
-                      f"{bench.repetitions} repetitions, {bench.iterations} timed calls per thread "
-                      f"after {bench.warmup} warm-up calls"),
+            ("workload", bench.workload.command),
+            ("sweep", f" {TIMES} ".join([*sweep, f"{bench.repetitions} repetitions"])
+                      + f" ({len(bench.combinations())} runs per node{excluded})"),
             ("bench roles", ", ".join(bench.roles or []) or "every role"),
         ]  # fmt: skip
     return Section("What ran", [Facts(items)])
@@ -223,9 +239,71 @@ def _systems(run: RunRecord | None, node_facts: Mapping[str, dict], results: lis
     return Section("Systems", blocks)
 
 
+def _sboms(run_dir: Path) -> Section:
+    """What each node booted, in short: the SBOMs' component counts and the tool that listed them."""
+    entries = read_sboms(run_dir)
+    if not entries:
+        return Section("SBOM", [Paragraph("No SBOM: the run was not collected, or its nodes could not be listed.")])
+    rows = [[entry.subject, str(entry.components), entry.tool, _relative(entry.path, run_dir)] for entry in entries]
+    return Section("SBOM", [Table(["role or node", "components", "tool", "file (CycloneDX)"], rows,
+                                  numeric=frozenset({1}))])  # fmt: skip
+
+
+#: Past this many metrics, the results table has a row per (combination, metric) rather than a column per metric.
+WIDE_METRICS = 6
+
+
+def _results(run: RunRecord | None, results: list[BenchResult]) -> Section:
+    """Any workload's metrics per combination: the mean over its nodes and repetitions, (min-max) when they differ."""
+    title = "Results"
+    measured = [result for result in results if result.metrics]
+    if not measured:
+        return Section(title, [Paragraph("No finished bench results.")])
+    metrics = metric_names(measured)
+    parameters = parameter_names(measured)
+    order = _combination_order(run)
+    groups = group(measured, "label")
+    labels = sorted(groups, key=lambda key: order.get(key[0], len(order)))
+    wide = len(metrics) <= WIDE_METRICS
+    headers = [*parameters, "repetitions", "nodes", *(metrics if wide else ["metric", "mean (min-max)"])]
+    rows: list[list[str]] = []
+    for key in labels:
+        members = groups[key]
+        repetitions, nodes = len({result.repetition for result in members}), len({result.node for result in members})
+        head = [*(_parameter(members[0], name) for name in parameters), str(repetitions), str(nodes)]
+        cells = [_metric_text(members, metric) for metric in metrics]
+        if wide:
+            rows.append([*head, *cells])
+        else:
+            rows += [[*head, metric, cell] for metric, cell in zip(metrics, cells, strict=True)]
+    first = len(parameters)
+    numeric = frozenset(range(first, len(headers)) if wide else (first, first + 1, first + 3))
+    note = Paragraph(
+        "Per combination of the parameters: each metric's mean over every node and repetition, (min-max) when they "
+        "differ, and 'n of m' when only n of the m results have it."
+    )
+    return Section(title, [note, Table(headers, rows, numeric=numeric)])
+
+
+def _combination_order(run: RunRecord | None) -> dict[str, int]:
+    """Each combination's place in the playbook's sweep, by label (results of a run without playbook: last)."""
+    bench = run.playbook.bench if run else None
+    labels = dict.fromkeys(combination.label for combination in (bench.combinations() if bench else []))
+    return {label: index for index, label in enumerate(labels)}
+
+
+def _parameter(result: BenchResult, name: str) -> str:
+    value = result.parameters.get(name)
+    return NONE if value is None else str(value)
+
+
+def _metric_text(members: Sequence[BenchResult], metric: str) -> str:
+    point = spread(result.metrics.get(metric) for result in members)
+    text = _spread_text(point, fmt_value)
+    return text if point is None or point.samples == len(members) else f"{text}, {point.samples} of {len(members)}"
+
+
 def _numbers(results: list[BenchResult]) -> Section:
-    if not results:
-        return Section("Key numbers", [Paragraph("No finished bench results.")])
     rows = []
     for (threads, ebpf), members in group(results, "threads", "ebpf").items():
         errors = [result.errors_total for result in members if result.errors_total is not None]
@@ -334,7 +412,7 @@ def _of_path(path: str, name: str) -> Figure:
 def _path_rate(path: str) -> Figure:
     def figure(result: BenchResult) -> float | None:
         mean = _of_path(path, "mean")(result)
-        return result.threads * 1e9 / mean if mean else None
+        return (result.threads or 1) * 1e9 / mean if mean else None
 
     return figure
 
@@ -429,11 +507,13 @@ def _unproven(proof: NodeProof) -> str:
 
 def _not_run(run: RunRecord | None, run_dir: Path) -> str:
     bench = run.playbook.bench if run else None
-    if bench and "on" not in bench.ebpf:
-        return "the sweep has no eBPF-on combination (bench.ebpf does not list on)"
+    if bench and "on" not in bench.ebpf_states:
+        return "the sweep has no eBPF-on combination (bench.parameters.ebpf does not list on)"
+    planned = {combination.key: combination for combination in bench.combinations()} if bench else {}
     reasons: dict[str, set[str]] = {}
     for key, nodes in _sweep_notes(run_dir).items():
-        if "_ebpf-on_" not in key:
+        combination = planned.get(key)
+        if combination is None or combination.value(EBPF_PARAMETER) != "on":
             continue
         for note in nodes.values():
             reasons.setdefault(str(note.get("state", "?")), set()).add(str(note.get("reason", "?")))
@@ -445,16 +525,13 @@ def _not_run(run: RunRecord | None, run_dir: Path) -> str:
 
 
 def _sweep_order(run: RunRecord | None) -> Callable[[BenchResult], tuple[Any, ...]]:
-    """The order the sweep ran the combinations in: repetitions outermost, then eBPF states, then threads, as the
-    playbook lists them (the time each finished breaks ties, e.g. when the playbook is not recorded)."""
+    """The order the sweep ran the combinations in, as the playbook's sweep lists them (the time each finished
+    breaks ties, e.g. when the playbook is not recorded)."""
     bench = run.playbook.bench if run else None
-    states: list[str] = list(bench.ebpf) if bench else []
-    counts: list[int] = list(bench.threads) if bench else []
+    order = {combination.key: index for index, combination in enumerate(bench.combinations() if bench else [])}
 
     def position(result: BenchResult) -> tuple[Any, ...]:
-        state = states.index(result.ebpf) if result.ebpf in states else len(states)
-        threads = counts.index(result.threads) if result.threads in counts else len(counts)
-        return result.repetition, state, threads, result.finished_at or ""
+        return order.get(result.key, len(order)), result.finished_at or ""
 
     return position
 
@@ -662,13 +739,7 @@ def _planned(run: RunRecord | None) -> list[tuple[str, str]]:
     if run is None or bench is None:
         return []
     nodes = sorted({node for role in bench.roles or list(run.roles) for node in run.roles.get(role, [])})
-    return [
-        (f"threads-{threads}_ebpf-{ebpf}_rep-{repetition}", node)
-        for repetition in range(1, bench.repetitions + 1)
-        for ebpf in bench.ebpf
-        for threads in bench.threads
-        for node in nodes
-    ]
+    return [(combination.key, node) for combination in bench.combinations() for node in nodes]
 
 
 def _list(values: Any) -> str:

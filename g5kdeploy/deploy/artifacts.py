@@ -20,18 +20,16 @@ import sys
 from pathlib import Path
 
 from g5kdeploy.deploy.base import BootOutcome, DeployContext, Expectation
-from g5kdeploy.errors import TestbedError, ToolError
+from g5kdeploy.errors import TestbedError
 from g5kdeploy.files import sha256_file
 from g5kdeploy.log import get_logger
 from g5kdeploy.payload import STATX_TARGET, STATX_TARGET_TEXT, build_statx_bench
 from g5kdeploy.plans import ArtifactsPlan
-from g5kdeploy.process import run
+from g5kdeploy.playbook import BUILTIN_ARTIFACTS, Playbook, artifact_path
+from g5kdeploy.tools import bpf
 
 log = get_logger(__name__)
-KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 REMOTE_DIR = "artifacts"
-COMPILE_TIMEOUT = 120
-BPF_CFLAGS = ["-O2", "-g", "-Wall", "-target", "bpf", "-D__TARGET_ARCH_x86"]
 STANDIN = Path(__file__).resolve().parents[1] / "payload" / "ebpf_exporter_standin.py"
 #: In the node's working directory: the stand-in's PID, its attached/detached state, its log.
 EXPORTER_PID, EXPORTER_STATE, EXPORTER_LOG = "ebpf-exporter.pid", "ebpf-exporter.state", "ebpf-exporter.log"
@@ -59,44 +57,24 @@ def missing_option(lines: tuple[str, ...]) -> str | None:
 def build_ebpf(
     out_dir: Path, sources: Path, programs: list[str], *, vmlinux_h: Path | None
 ) -> tuple[list[Path], str | None]:
-    """The eBPF objects and their exporter configs, or no files and why they were skipped.
+    """The eBPF objects and their exporter configs, or no files and why they were skipped: the reserve phase's
+    check compiled the same programs the same way (:mod:`g5kdeploy.tools.bpf`).
 
     With ``vmlinux_h`` (the kernel the programs will run on) a failure is an error; without it the host's BTF
     stands in, and missing tools only skip the build.
     """
-    missing = [tool for tool in ("clang", "bpftool") if shutil.which(tool) is None]
-    if vmlinux_h is None and (missing or not KERNEL_BTF.exists()):
-        why = f"{', '.join(missing)} not installed" if missing else f"no kernel BTF at {KERNEL_BTF}"
-        return [], f"eBPF object not built: {why} (apt-get install clang bpftool libbpf-dev)"
+    missing = bpf.missing_tools()
+    if vmlinux_h is None and (missing or not bpf.KERNEL_BTF.exists()):
+        why = f"{', '.join(missing)} not installed" if missing else f"no kernel BTF at {bpf.KERNEL_BTF}"
+        return [], f"eBPF object not built: {why} ({bpf.INSTALL_HINT})"
     if missing:
-        raise TestbedError(f"{', '.join(missing)} not installed", hint="apt-get install clang bpftool libbpf-dev")
-    header = out_dir / "vmlinux.h"
-    if vmlinux_h is not None:
-        shutil.copyfile(vmlinux_h, header)
-    else:
-        dump = ["bpftool", "btf", "dump", "file", str(KERNEL_BTF), "format", "c"]
-        header.write_text(run(dump, timeout=60, what="generate vmlinux.h from this machine's BTF").stdout)
+        raise TestbedError(f"{', '.join(missing)} not installed", hint=bpf.INSTALL_HINT)
+    header = bpf.write_vmlinux_h(out_dir, vmlinux_h=vmlinux_h)
     files: list[Path] = []
     try:
-        for name in programs:
-            source, config = sources / f"{name}.bpf.c", sources / f"{name}.yaml"
-            for needed in (source, config):
-                if not needed.is_file():
-                    raise TestbedError(
-                        f"ebpf.programs: {name} has no {needed.name} in {sources}",
-                        hint="each program is <name>.bpf.c and its ebpf_exporter config <name>.yaml",
-                    )
-            obj = out_dir / f"{name}.bpf.o"
-            try:
-                run(
-                    ["clang", *BPF_CFLAGS, f"-I{out_dir}", "-c", source, "-o", obj],
-                    timeout=COMPILE_TIMEOUT,
-                    what=f"compile the eBPF program {source.name}",
-                )
-            except ToolError as exc:
-                raise TestbedError(str(exc)) from None
-            shutil.copyfile(config, out_dir / config.name)
-            files += [obj, out_dir / config.name]
+        for program in bpf.find_programs(programs, sources):
+            files.append(bpf.compile_program(program, out_dir, out_dir / f"{program.name}.bpf.o"))
+            files.append(Path(shutil.copyfile(program.config, out_dir / program.config.name)))
     finally:
         header.unlink(missing_ok=True)
     return files, None
@@ -139,9 +117,24 @@ def exporter_toggle() -> dict[str, str]:
     return {"on": switch("USR1", "attached"), "off": switch("USR2", "detached")}
 
 
+def stage_artifacts(playbook: Playbook, playbook_path: Path, run_dir: Path, out_dir: Path) -> list[Path]:
+    """The workload's artifacts in ``out_dir``: statx-bench built here, the others copied from the playbook's side."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[Path] = []
+    for name in playbook.bench.workload.artifacts if playbook.bench else []:
+        source = (
+            build_statx_bench(run_dir / "build") if name in BUILTIN_ARTIFACTS else artifact_path(playbook_path, name)
+        )
+        target = out_dir / Path(name).name
+        shutil.copy2(source, target)
+        staged.append(target)
+    return staged
+
+
 class ArtifactsMethod:
     name = "artifacts"
-    bench_binary = f"./{REMOTE_DIR}/statx-bench"
+    pushes_artifacts = True
+    system_artifacts: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._files: dict[str, str] = {}
@@ -150,8 +143,7 @@ class ArtifactsMethod:
     def plan(self, context: DeployContext, nodes: list[str]) -> ArtifactsPlan:
         out_dir = context.run_dir / REMOTE_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
-        binary = build_statx_bench(context.run_dir / "build")
-        shutil.copy2(binary, out_dir / binary.name)
+        shipped = stage_artifacts(context.playbook, Path(context.record.playbook_path), context.run_dir, out_dir)
         ebpf = context.playbook.ebpf
         kernel = context.kernel
         ebpf_files, skipped = build_ebpf(
@@ -162,7 +154,7 @@ class ArtifactsMethod:
         )
         if skipped:
             log.warning("artifacts", note=skipped)
-        shipped = [out_dir / binary.name, *ebpf_files]
+        shipped += ebpf_files
         if kernel is not None:
             shutil.copyfile(STANDIN, out_dir / STANDIN.name)
             shipped.append(out_dir / STANDIN.name)

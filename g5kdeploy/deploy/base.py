@@ -73,8 +73,10 @@ class BootOutcome:
 
 class DeployMethod(Protocol):
     name: str
-    #: How the bench phase runs statx-bench on a node afterwards.
-    bench_binary: str
+    #: The method pushes every artifact of the workload (into the working directory's artifacts/).
+    pushes_artifacts: bool
+    #: Artifacts the deployed system itself provides on PATH (the NixOS closure's statx-bench).
+    system_artifacts: tuple[str, ...]
     #: The commands that switch the eBPF program on and off, or None where there is none.
     ebpf_toggle: dict[str, str] | None
 

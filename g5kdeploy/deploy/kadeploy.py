@@ -57,7 +57,8 @@ class _Running:
 
 class KadeployMethod:
     name = "kadeploy"
-    bench_binary = "statx-bench"
+    pushes_artifacts = False
+    system_artifacts: tuple[str, ...] = ("statx-bench",)
     ebpf_toggle: dict[str, str] | None = NIXOS_EBPF_TOGGLE
 
     def __init__(

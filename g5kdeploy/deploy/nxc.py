@@ -13,6 +13,7 @@ too long for it, from an HTTP server on the frontend that lives for the boot onl
 from __future__ import annotations
 
 import getpass
+import json
 import shutil
 import tempfile
 import time
@@ -35,7 +36,9 @@ from g5kdeploy.playbook import Deploy
 from g5kdeploy.remote import SshRunner
 from g5kdeploy.testbeds.g5k_ssh import find_key, grid5000_ssh_config, public_key
 from g5kdeploy.tools import nix, nxc
+from g5kdeploy.tools.bpf import find_programs
 from g5kdeploy.tools.frontend import Frontend
+from g5kdeploy.tools.kernel import stage_nix_kernel
 from g5kdeploy.tools.nix import BinaryCacheRef, CacheReport
 
 log = get_logger(__name__)
@@ -94,7 +97,8 @@ class NxcMethod(ABC, Generic[PlanT]):
     """The DeployMethod of one nxc flavour family; its plan is a ``plan_type``."""
 
     name = "nxc"
-    bench_binary = "statx-bench"
+    pushes_artifacts = False
+    system_artifacts: tuple[str, ...] = ("statx-bench",)
     ebpf_toggle: dict[str, str] | None = NIXOS_EBPF_TOGGLE
     #: The flavours the method boots, and its plan's model.
     flavours: tuple[str, ...]
@@ -199,7 +203,7 @@ class NxcMethod(ABC, Generic[PlanT]):
         budget = float(deploy.timeout)
         steps: dict[str, float] = {}
         with timed(steps, "push"):
-            self._push_flake()
+            self._push_flake(context)
         with timed(steps, "eval"):
             root = nix.eval_composition(self.frontend, deploy.flavour, timeout=EVAL_TIMEOUT)
         with timed(steps, "cache_query"):
@@ -305,8 +309,13 @@ class NxcMethod(ABC, Generic[PlanT]):
             )
         return BinaryCacheRef(url=deploy.binary_cache.url, public_key=deploy.binary_cache.public_key)
 
-    def _push_flake(self) -> None:
-        """One checksummed tree upload of the parts of the repository the flake reads."""
+    def _push_flake(self, context: DeployContext) -> None:
+        """One checksummed tree upload of the parts of the repository the flake reads, with the playbook's eBPF
+        programs as the flake's own: their files in nix/ebpf and their names in nix/ebpf/programs.json, the list the
+        package (nix/ebpf/default.nix) builds and ebpf_exporter loads (nix/lib/programs.nix); and the playbook's
+        kernel section as nix/kernel.json with its patches."""
+        ebpf = context.playbook.ebpf
+        programs = find_programs(ebpf.programs, ebpf.source_dir(Path(context.record.playbook_path)))
         with tempfile.TemporaryDirectory(prefix="g5k-flake-") as scratch:
             stage = Path(scratch)
             for part in FLAKE_PARTS:
@@ -317,6 +326,14 @@ class NxcMethod(ABC, Generic[PlanT]):
                 elif source.is_file():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(source, target)
+            ebpf_dir = stage / "nix" / "ebpf"
+            ebpf_dir.mkdir(parents=True, exist_ok=True)
+            for program in programs:
+                for source in (program.source, program.config):
+                    shutil.copy2(source, ebpf_dir / source.name)
+            (ebpf_dir / "programs.json").write_text(json.dumps(ebpf.programs) + "\n")
+            # nix/kernel.json and the patches beside it: the playbook's kernel, which nix/pkgs/kernel.nix builds.
+            stage_nix_kernel(context.playbook.kernel, Path(context.record.playbook_path), stage / "nix")
             if self.public_key_text:
                 (stage / ROOT_KEY_FILE).write_text(self.public_key_text.strip() + "\n")
             result = self.frontend.runner.put_tree([self.frontend.host], stage, self.frontend.directory)

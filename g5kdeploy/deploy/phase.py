@@ -103,7 +103,8 @@ def run_deploy(
             store.save(record)
             _rounds(context, method, deploy, ledger, todo, notify, access.workdir_env(todo))
             summary = _settle(record, deploy, ledger, plan)
-            record.bench_binary = method.bench_binary
+            artifacts = record.playbook.bench.workload.artifacts if record.playbook.bench else []
+            record.provided = [a for a in artifacts if method.pushes_artifacts or a in method.system_artifacts]
             record.ebpf_toggle = method.ebpf_toggle
             return summary
     except BaseException as exc:

@@ -1,8 +1,10 @@
 """The history of one playbook: every finished run, reduced to the few numbers a regression check follows.
 
-A run is summarised per combination (threads x eBPF state) as per-repetition values of the tracked metrics,
-each the mean over the bench nodes of that repetition. The per-repetition values are kept (not only their
-mean) because the detector estimates the noise from them and confirms a change with a test on them.
+A run is summarised per combination of the sweep's parameters (its label, ``threads=1 ebpf=on``) as
+per-repetition values of every metric the workload produced, each the mean over the bench nodes of that
+repetition; ``override_total`` (the eBPF override counter's total, from the collect phase's export) is one
+value for the whole run. The per-repetition values are kept (not only their mean) because the detector
+estimates the noise from them and confirms a change with a test on them.
 
 Runs on different hardware (cluster) or kernel configuration measure different things: their numbers are
 never put in one series. A series is keyed by (metric, combination, hardware, kernel_config), and each place
@@ -19,33 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.collect.data import BenchResult, counter_totals, group, load_results
+from g5kdeploy.collect.data import BenchResult, counter_totals, group, load_results, metric_names
 from g5kdeploy.collect.files import read_json
 from g5kdeploy.log import get_logger
 from g5kdeploy.results import RUN_FILE, RunRecord, read_record
 
 log = get_logger(__name__)
 
-#: What the bench result files give, per combination and repetition.
-BENCH_METRICS = ("p50_ns", "p99_ns", "calls_per_s")
 #: A counter of the whole run (the exporter counts across every combination), one value per run.
 RUN_METRICS = ("override_total",)
-METRICS = (*BENCH_METRICS, *RUN_METRICS)
 #: The combination label of run-level metrics.
 RUN_COMBINATION = "run"
 OVERRIDE_CSV = "exports/statx_override.csv"
 OVERRIDDEN = "overridden"
 UNKNOWN_HARDWARE = "unknown"
-
-#: (threads, eBPF state)
-Combination = tuple[int, str]
-
-
-def combination_label(combination: Combination | str) -> str:
-    if isinstance(combination, str):
-        return combination
-    threads, ebpf = combination
-    return f"threads={threads} ebpf={ebpf}"
 
 
 @dataclass(frozen=True)
@@ -64,25 +53,23 @@ class RunSummary:
     hardware: str
     #: sha256 of the kernel's config (``/proc/config.gz``); several distinct ones joined with "+"; None if unknown.
     kernel_config: str | None
-    #: combination -> metric -> one value per repetition (repetition order), each the mean over the nodes.
-    values: dict[Combination, dict[str, list[float]]] = field(default_factory=dict)
+    #: combination label -> metric -> one value per repetition (repetition order), each the mean over the nodes.
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: Last value of ``statx_override_total{outcome="overridden"}``, summed over the exporters; None if absent.
     override_total: float | None = None
     nodes: tuple[str, ...] = ()
 
-    def samples(self, metric: str, combination: Combination | str) -> list[float]:
+    def samples(self, metric: str, combination: str) -> list[float]:
         """The repetition-level values of one metric (run-level metrics: a single value, or none)."""
         if metric in RUN_METRICS:
             value = self.override_total if metric == "override_total" else None
-            return [] if value is None else [value]
-        if isinstance(combination, str):
-            return []
+            return [] if value is None or combination != RUN_COMBINATION else [value]
         return list(self.values.get(combination, {}).get(metric, []))
 
-    def combinations(self, metric: str) -> list[Combination | str]:
+    def combinations(self, metric: str) -> list[str]:
         if metric in RUN_METRICS:
             return [RUN_COMBINATION] if self.samples(metric, RUN_COMBINATION) else []
-        return [combination for combination, metrics in sorted(self.values.items()) if metrics.get(metric)]
+        return [combination for combination, metrics in self.values.items() if metrics.get(metric)]
 
 
 class History(list[RunSummary]):
@@ -240,22 +227,17 @@ def _kernel_config(nodes: Sequence[str], facts: dict[str, dict[str, Any]]) -> st
     return "+".join(sorted(hashes)) or None
 
 
-def _values(results: Sequence[BenchResult]) -> dict[Combination, dict[str, list[float]]]:
-    values: dict[Combination, dict[str, list[float]]] = {}
-    for (threads, ebpf), members in group(results, "threads", "ebpf").items():
-        metrics: dict[str, list[float]] = {metric: [] for metric in BENCH_METRICS}
+def _values(results: Sequence[BenchResult]) -> dict[str, dict[str, list[float]]]:
+    values: dict[str, dict[str, list[float]]] = {}
+    for (label,), members in group(results, "label").items():
+        metrics: dict[str, list[float]] = {}
         for _, repetition in group(members, "repetition").items():
             # Mean over nodes: the nodes of a run are draws of one configuration; a repetition where a node
-            # lacks a field is averaged over the nodes that have it.
-            for metric, values_of in (
-                ("p50_ns", [result.percentile("p50") for result in repetition]),
-                ("p99_ns", [result.percentile("p99") for result in repetition]),
-                ("calls_per_s", [result.calls_per_s for result in repetition]),
-            ):
-                present = [value for value in values_of if value is not None]
-                if present:
-                    metrics[metric].append(statistics.fmean(present))
-        values[(threads, ebpf)] = {metric: series for metric, series in metrics.items() if series}
+            # lacks a metric is averaged over the nodes that have it.
+            for metric in metric_names(repetition):
+                present = [result.metrics[metric] for result in repetition if metric in result.metrics]
+                metrics.setdefault(metric, []).append(statistics.fmean(present))
+        values[label] = metrics
     return values
 
 
@@ -276,7 +258,7 @@ def build_series(history: Sequence[RunSummary], metrics: Sequence[str]) -> list[
                 samples = summary.samples(metric, combination)
                 if not samples:
                     continue
-                key = SeriesKey(metric, combination_label(combination), summary.hardware, summary.kernel_config)
+                key = SeriesKey(metric, combination, summary.hardware, summary.kernel_config)
                 run_ids, positions, values = collected.setdefault(key, ([], [], []))
                 run_ids.append(summary.run_id)
                 positions.append(position)

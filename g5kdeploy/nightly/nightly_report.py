@@ -19,6 +19,7 @@ from g5kdeploy.files import atomic_write_bytes, atomic_write_text
 from g5kdeploy.log import get_logger
 from g5kdeploy.nightly.history import RunSummary, Series, build_series
 from g5kdeploy.nightly.regression import ROW_HEADERS, Change, Report
+from g5kdeploy.playbook import slug
 
 log = get_logger(__name__)
 DPI = 100
@@ -40,11 +41,17 @@ def write_nightly(report: Report, history: Sequence[RunSummary], out_dir: Path) 
     written: dict[str, Path] = {}
     metrics = list(report.parameters.get("metrics", []))
     all_series = build_series(history, metrics)
+    names: set[str] = set()
     for metric in metrics:
         series = [one for one in all_series if one.key.metric == metric]
         if not series:
             continue
-        path = out_dir / f"nightly-{metric}.png"
+        # A metric's name can be a CSV column or a JSON path: the file name keeps its letters and digits.
+        name = f"nightly-{slug(metric)}"
+        while name in names:
+            name = f"{name}-{len(names)}"
+        names.add(name)
+        path = out_dir / f"{name}.png"
         buffer = io.BytesIO()
         metric_figure(metric, series, report, history).savefig(buffer, format="png", dpi=DPI)
         atomic_write_bytes(path, buffer.getvalue())
@@ -72,7 +79,15 @@ def render_markdown(report: Report, history: Sequence[RunSummary], figures: dict
         lines.append(f"{len(history)} finished runs, from `{history[0].run_id}` to `{history[-1].run_id}`.")
     else:
         lines.append("No finished run yet.")
+    directions = parameters.get("higher_is_better", {})
+    followed = [f"{metric} ({'higher' if directions.get(metric) else 'lower'} is better)"
+                for metric in parameters.get("metrics", [])]  # fmt: skip
+    lines += ["", f"Metrics followed: {', '.join(followed) or 'none'}."]
+    left_out = parameters.get("left_out", {})
+    if left_out:
+        lines.append(f"Not followed: {'; '.join(f'{metric}: {why}' for metric, why in left_out.items())}.")
     lines += [
+        "",
         f"A change is reported when a change point (ruptures Pelt, l2, penalty {parameters.get('penalty_scale')}"
         f" x noise² x log n) moves the mean by at least {threshold:.0%} and Welch's t-test and Mann-Whitney U"
         f" both give a confidence of at least {confidence}; series with fewer than {parameters.get('min_runs')}"
@@ -116,7 +131,7 @@ def render_markdown(report: Report, history: Sequence[RunSummary], figures: dict
         noise = "" if check.noise is None else f"{check.noise:.4g}"
         lines.append(_row([_cell(check.key.label()), str(check.runs), noise, str(check.change_points), check.note]))
     if figures:
-        plotted = [(metric, path) for metric, path in figures.items() if metric in UNITS]
+        plotted = [(metric, path) for metric, path in figures.items() if metric in parameters.get("metrics", [])]
         missing = [metric for metric in parameters.get("metrics", []) if metric not in figures]
         lines += ["", "## Plots", ""]
         lines += [f"![{metric}]({path.name})" for metric, path in plotted]
@@ -155,7 +170,8 @@ def metric_figure(metric: str, series: Sequence[Series], report: Report, history
     figure.subplots_adjust(left=0.09, right=0.98, top=1 - 0.45 / (2.6 * len(combinations) + 0.8),
                            bottom=0.55 / (2.6 * len(combinations) + 0.8) + 0.02, hspace=0.35)  # fmt: skip
     axes_list = figure.subplots(len(combinations), 1, sharex=True, squeeze=False)[:, 0]
-    figure.suptitle(f"{metric} ({UNITS.get(metric, '')}) per run{': ' + report.playbook if report.playbook else ''}")
+    unit = f" ({UNITS[metric]})" if metric in UNITS else ""
+    figure.suptitle(f"{metric}{unit} per run{': ' + report.playbook if report.playbook else ''}")
     for axes, combination in zip(axes_list, combinations, strict=True):
         for one in (one for one in series if one.key.combination == combination):
             colour = colours[(one.key.hardware, one.key.kernel_config or "")]

@@ -184,8 +184,15 @@ def check(store: RunStore, playbook: Playbook) -> tuple[Report, dict[str, Path]]
     from g5kdeploy.nightly.regression import detect
 
     nightly = settings(playbook)
+    metrics, left_out = tracked_metrics(playbook)
     history = load_history(store.results_dir, playbook.name)
-    report = detect(history, metrics=nightly.metrics, threshold=nightly.threshold)
+    report = detect(
+        history,
+        metrics=metrics,
+        higher_is_better={metric: better == "higher" for metric, better in nightly.better.items()},
+        threshold=nightly.threshold,
+        left_out=left_out,
+    )
     files = write_nightly(report, history, store.results_dir / "nightly" / playbook.name)
     return report, files
 
@@ -213,6 +220,17 @@ def _on_regression(command: str, report: Path) -> str:
 
 
 def require_nightly(playbook: Playbook, path: Path) -> Nightly:
+    """The playbook's nightly section, its metrics checked against the workload's; ``ConfigError`` otherwise."""
     if playbook.nightly is None:
-        raise ConfigError(f"{path}: no nightly section", hint="add nightly: {start: '19:05', metrics: [p50_ns]}")
+        raise ConfigError(f"{path}: no nightly section", hint="add nightly: {start: '19:05'} (see the README)")
+    tracked_metrics(playbook, path)
     return playbook.nightly
+
+
+def tracked_metrics(playbook: Playbook, path: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """The metrics the history follows and the workload's left out (with why), or a ``ConfigError`` (exit 2)
+    naming ``nightly.metrics`` or ``nightly.better``."""
+    try:
+        return settings(playbook).tracked(playbook.bench)
+    except ValueError as exc:
+        raise ConfigError(f"{path or playbook.name}: {exc}", hint="nothing was submitted") from None

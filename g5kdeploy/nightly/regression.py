@@ -21,7 +21,8 @@ one of them alone fires on noise now and then and a nightly alarm that cries wol
 
 Candidates that pass rule 1 but not 2 or 3 are kept in ``Report.unconfirmed`` (a watch list), not reported.
 
-Direction: for latencies (``p50_ns``, ``p99_ns``) up is a regression; for ``calls_per_s`` down is. For
+Direction: each metric's, from the playbook's ``nightly.better`` or its name (:meth:`Nightly.direction_by_name`):
+for latencies (``p50_ns``, ``p99_ns``) up is a regression; for rates (``calls_per_s``) down is. For
 ``override_total`` (how many ``statx`` calls the eBPF program overrode) a *decrease* is a regression: the
 experiment is the override, and fewer overrides means it stopped working (a detached program, a kernel without
 ``bpf_override_return``); an increase is reported as an improvement so that it is still seen.
@@ -36,7 +37,7 @@ import json
 import math
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,6 +56,7 @@ from g5kdeploy.nightly.history import (
     build_series,
     series_splits,
 )
+from g5kdeploy.playbook import Nightly
 
 log = get_logger(__name__)
 
@@ -69,9 +71,6 @@ MIN_SEGMENT = 2
 #: reaching the 0.99 confidence takes a third run before the step (6 samples against 4), so 5 runs; the sixth
 #: keeps the between-run noise (the median of 5 successive differences) clear of the step's one difference.
 MIN_RUNS = 6
-DEFAULT_METRICS = ("p50_ns", "p99_ns", "calls_per_s", "override_total")
-#: Whether a higher value is better; decides regression vs improvement.
-HIGHER_IS_BETTER = {"p50_ns": False, "p99_ns": False, "calls_per_s": True, "override_total": True}
 #: Below this fraction of the series' level, the noise estimate is floored (a constant series has none, and a
 #: zero sigma would make every difference infinitely significant).
 NOISE_FLOOR = 1e-6
@@ -246,20 +245,31 @@ class Report:
 def detect(
     history: Sequence[RunSummary],
     *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str],
+    higher_is_better: Mapping[str, bool] | None = None,
     threshold: float = 0.05,
     min_runs: int = MIN_RUNS,
     confidence: float = 0.99,
     penalty_scale: float = 3.0,
+    left_out: Mapping[str, str] | None = None,
 ) -> Report:
-    """Changes in ``metrics`` over ``history`` (oldest first), per comparable series; see the module doc."""
-    unknown = [metric for metric in metrics if metric not in HIGHER_IS_BETTER]
+    """Changes in ``metrics`` over ``history`` (oldest first), per comparable series; see the module doc.
+
+    Whether a higher value is better: ``higher_is_better``, else the metric's name; a metric neither tells is
+    refused (``ValueError``), as a regression could otherwise pass for an improvement. ``left_out``: metrics the
+    caller chose not to follow, with why, for the report.
+    """
+    given = {metric: (higher_is_better or {}).get(metric, Nightly.direction_by_name(metric)) for metric in metrics}
+    unknown = [metric for metric, higher in given.items() if higher is None]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(HIGHER_IS_BETTER)}")
+        raise ValueError(f"unknown direction for {', '.join(unknown)}: say whether higher is better (nightly.better)")
+    directions = {metric: bool(higher) for metric, higher in given.items()}
     report = Report(
         playbook=history.playbook if isinstance(history, History) else "",
         parameters={
             "metrics": list(metrics),
+            "higher_is_better": directions,
+            "left_out": dict(left_out or {}),
             "threshold": threshold,
             "min_runs": min_runs,
             "confidence": confidence,
@@ -279,7 +289,8 @@ def detect(
             report.series.append(SeriesCheck(series.key, len(series.run_ids), checked=False,
                                              note=_not_enough(len(series.run_ids), min_runs)))  # fmt: skip
             continue
-        _check(series, report, threshold=threshold, confidence=confidence, penalty_scale=penalty_scale)
+        _check(series, report, directions[series.key.metric], threshold=threshold, confidence=confidence,
+               penalty_scale=penalty_scale)  # fmt: skip
     report.changes.sort(key=lambda change: (change.position, change.metric, change.combination))
     return report
 
@@ -302,7 +313,9 @@ def noise(series: Series) -> float:
     return max(within, between, NOISE_FLOOR * level, 1e-12)
 
 
-def _check(series: Series, report: Report, *, threshold: float, confidence: float, penalty_scale: float) -> None:
+def _check(
+    series: Series, report: Report, higher_is_better: bool, *, threshold: float, confidence: float, penalty_scale: float
+) -> None:
     means = np.asarray(series.means, dtype=float)
     sigma = noise(series)
     penalty = penalty_scale * sigma**2 * math.log(len(means))
@@ -313,7 +326,7 @@ def _check(series: Series, report: Report, *, threshold: float, confidence: floa
     bounds = [0, *points, len(means)]
     for number, index in enumerate(points, start=1):
         start, end = bounds[number - 1], bounds[number + 1]
-        change = _measure(series, start, index, end)
+        change = _measure(series, start, index, end, higher_is_better)
         if abs(change.relative) < threshold:
             report.unconfirmed.append(Unconfirmed(change, f"|relative| {abs(change.relative):.1%} < {threshold:.0%}"))
         elif change.confidence < confidence:
@@ -326,7 +339,7 @@ def _check(series: Series, report: Report, *, threshold: float, confidence: floa
             report.changes.append(change)
 
 
-def _measure(series: Series, start: int, index: int, end: int) -> Change:
+def _measure(series: Series, start: int, index: int, end: int, higher_is_better: bool) -> Change:
     """The change between runs ``[start, index)`` and ``[index, end)`` of ``series``."""
     means = series.means
     before = statistics.fmean(means[start:index])
@@ -336,7 +349,6 @@ def _measure(series: Series, start: int, index: int, end: int) -> Change:
     left = [value for values in series.samples[start:index] for value in values]
     right = [value for values in series.samples[index:end] for value in values]
     p_welch, p_mann = _p_values(left, right)
-    higher_is_better = HIGHER_IS_BETTER[series.key.metric]
     worse = relative < 0 if higher_is_better else relative > 0
     return Change(
         metric=series.key.metric,

@@ -1,9 +1,5 @@
-"""When a nightly job may run: Grid'5000's non-working time, and the first slot in it that holds a walltime.
-
-Grid'5000's usage policy keeps working days' 09:00-19:00 (Europe/Paris) for interactive use; nights, weekends
-and French public holidays are for long and automated runs. The non-working time is therefore a sequence of
-windows, each from 19:00 on a working day to 09:00 on the next working day, so weekends and holidays merge with
-the nights around them (Fri 19:00 → Mon 09:00; Wed 19:00 → Fri 09:00 when Thursday is a holiday).
+"""When a nightly job may run: the first slot of Grid'5000's non-working time (its windows are the usage
+policy's, :mod:`g5kdeploy.reserve.policy`) that holds a walltime.
 
 Everything here is a pure function of an injected ``now``. Arithmetic is done in UTC: Python adds and compares
 aware datetimes that share a tzinfo on the wall clock, which is wrong by an hour across a DST change.
@@ -11,20 +7,15 @@ aware datetimes that share a tzinfo on the wall clock, which is wrong by an hour
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
-
-import holidays
 
 from g5kdeploy.errors import ConfigError
 from g5kdeploy.playbook import PARIS
+from g5kdeploy.reserve.policy import DAY_START, Window, as_utc, label, paris_at, windows
 from g5kdeploy.walltime import format_duration
 
-DAY_START = time(9, 0)
-DAY_END = time(19, 0)
 DEFAULT_PREFERRED = time(19, 5)
 # A reservation must be submitted before it starts; a few minutes covers the submission and the API's clock.
 DEFAULT_MARGIN = timedelta(minutes=5)
@@ -34,79 +25,9 @@ DEFAULT_HORIZON = timedelta(days=366)
 # Past this many skipped windows, the rest are summed up in one note: a 70 h job skips months of nights.
 MAX_NOTES = 8
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-@functools.lru_cache(maxsize=32)
-def _holidays(year: int) -> frozenset[date]:
-    # National holidays only: Alsace-Moselle's extra days are not Grid'5000-wide.
-    return frozenset(holidays.France(years=year))
-
-
-def is_working_day(day: date) -> bool:
-    """Monday to Friday, except French public holidays."""
-    return day.weekday() < 5 and day not in _holidays(day.year)
-
-
-def _at(day: date, moment: time) -> datetime:
-    """``day`` at ``moment`` in Paris, in UTC; a time skipped by DST (02:30 in March) is the instant after it."""
-    return datetime.combine(day, moment, tzinfo=PARIS).astimezone(UTC)
-
 
 def _paris(moment: datetime) -> datetime:
     return moment.astimezone(PARIS)
-
-
-def _aware(moment: datetime) -> datetime:
-    # Like the playbook's dates, a naive datetime is Paris time.
-    return (moment if moment.tzinfo else moment.replace(tzinfo=PARIS)).astimezone(UTC)
-
-
-def label(moment: datetime) -> str:
-    """``Tue 14 Jul 19:00`` in Paris time, locale-independent."""
-    local = _paris(moment)
-    return f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local:%H:%M}"
-
-
-@dataclass(frozen=True)
-class Window:
-    """A stretch of non-working time, ``start`` at 19:00 on a working day, ``end`` at 09:00 on the next one."""
-
-    start: datetime
-    end: datetime
-
-    @property
-    def seconds(self) -> int:
-        # Real seconds: subtracting in UTC counts the hour a DST change adds or removes.
-        return int((self.end.astimezone(UTC) - self.start.astimezone(UTC)).total_seconds())
-
-    @property
-    def label(self) -> str:
-        return f"{label(self.start)} → {label(self.end)}"
-
-
-def _next_working_day(day: date) -> date:
-    following = day + timedelta(days=1)
-    while not is_working_day(following):
-        following += timedelta(days=1)
-    return following
-
-
-def windows(after: datetime) -> Iterator[Window]:
-    """The non-working windows that end after ``after``, in order (the current one first, if inside one)."""
-    moment = _aware(after)
-    # The window holding ``moment``, or the next one, begins on the last working day before today's date at the
-    # latest (today's 19:00 is after a morning ``moment``, whose window began on an earlier working day).
-    day = _paris(moment).date() - timedelta(days=1)
-    while not is_working_day(day):
-        day -= timedelta(days=1)
-    while True:
-        following = _next_working_day(day)
-        window = Window(_paris(_at(day, DAY_END)), _paris(_at(following, DAY_START)))
-        if window.end.astimezone(UTC) > moment:
-            yield window
-        day = following
 
 
 @dataclass(frozen=True)
@@ -159,12 +80,12 @@ def _ceil_minute(moment: datetime) -> datetime:
 def _preferred_start(window: Window, preferred: time) -> datetime:
     """When ``preferred`` falls in ``window``'s first night, in UTC; the window's start if it does not."""
     start = window.start.astimezone(UTC)
-    evening = _at(_paris(start).date(), preferred)
+    evening = paris_at(_paris(start).date(), preferred)
     if evening >= start:
         return evening
     if preferred < DAY_START:
         # A morning time (02:00) means the small hours of that night, after midnight.
-        return _at(_paris(start).date() + timedelta(days=1), preferred)
+        return paris_at(_paris(start).date() + timedelta(days=1), preferred)
     # A daytime time means "as early as the policy allows".
     return start
 
@@ -185,7 +106,7 @@ def explain(
     """
     if walltime <= 0:
         raise ConfigError(f"walltime must be positive, not {walltime} s")
-    moment = _aware(now)
+    moment = as_utc(now)
     earliest_start = _ceil_minute(moment + margin)
     limit = moment + horizon
     duration = timedelta(seconds=walltime)

@@ -69,6 +69,10 @@ class Masters:
                 )
             self._paths[host] = Path(paths[0])
 
+    def socket(self, host: str) -> Path:
+        """The control socket of ``host``'s master (after :meth:`lookup`)."""
+        return self._paths[host]
+
     def is_up(self, host: str) -> bool:
         """Whether a master accepts connections on the host's socket (a dead master can leave its file)."""
         path = self._paths.get(host)

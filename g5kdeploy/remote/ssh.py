@@ -3,8 +3,8 @@
 Every operation goes in two steps. First the hosts without a live master are connected (``ssh host true``,
 which leaves a master behind thanks to ``ControlPersist``), at most ``max_new_connections`` at a time: that
 is the part the Grid'5000 access gateway limits. Then the operation itself starts on every connected host at
-once, each client only opening a channel on its host's master (commands: one local bash starts all the
-clients, see ``batch``; transfers: execo ``Put``/``Get`` and pipelines). A host whose ssh exits 255 (connection
+once, on its host's master (commands: a session asked of each master over its socket, see ``mux``, with no
+ssh client per host; transfers: execo ``Put``/``Get`` and pipelines). A host whose ssh exits 255 (connection
 refused, reset, dropped) is tried again, after a random pause, through the same two steps; a command's own
 non-zero exit is never retried.
 """
@@ -25,8 +25,8 @@ from execo.process import ProcessBase
 
 from g5kdeploy.errors import ConfigError
 from g5kdeploy.log import get_logger
-from g5kdeploy.remote import transfer
-from g5kdeploy.remote.batch import Collector, finish_process, launch
+from g5kdeploy.remote import mux, transfer
+from g5kdeploy.remote.batch import Collector, finish_process
 from g5kdeploy.remote.masters import Masters
 from g5kdeploy.remote.results import CommandResult, Outcome, TransferResult
 
@@ -81,7 +81,8 @@ class SshRunner:
         remote = remote_command(command, timeout=timeout, env=env)
 
         def start(ready: Sequence[str]) -> Collector:
-            return launch(ready, lambda host: ("ssh", *self.ssh_options, host, remote), self._masters.directory)
+            # One session per host on its warm master, asked over the master's socket: no ssh client per node.
+            return mux.launch({host: self._masters.socket(host) for host in ready}, remote, self._masters.directory)
 
         outcomes = self.fanout(hosts, start, limit=timeout + LOCAL_GRACE)
         return {host: _command_result(host, outcome, timeout) for host, outcome in outcomes.items()}

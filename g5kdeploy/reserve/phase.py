@@ -13,10 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from g5kdeploy.errors import DeadlineExceeded, ReservationError
+from g5kdeploy.errors import ConfigError, DeadlineExceeded, ReservationError
 from g5kdeploy.log import get_logger
 from g5kdeploy.playbook import PARIS, Playbook
-from g5kdeploy.reserve.placement import Part, plan
+from g5kdeploy.reserve.check import check_playbook
+from g5kdeploy.reserve.placement import Part
 from g5kdeploy.reserve.polling import PollState
 from g5kdeploy.reserve.release import release_run
 from g5kdeploy.results import (
@@ -32,7 +33,9 @@ from g5kdeploy.results import (
 from g5kdeploy.signals import shielded
 from g5kdeploy.testbeds.api import Api
 from g5kdeploy.testbeds.base import Testbed
+from g5kdeploy.tools.bpf import check_programs
 from g5kdeploy.tools.kernel import OnProgress
+from g5kdeploy.tools.nix import FLAKE_ROOT, flake_unlocked, lock_hint
 
 log = get_logger(__name__)
 PHASE = "reserve"
@@ -69,9 +72,10 @@ def reserve(
     api: Api | None = None
     try:
         testbed.preflight(playbook, on_progress=on_build)
+        check_ebpf(record, testbed)
         api = testbed.open(record, store)
         if not record.jobs:
-            plan_jobs(record, store, api, playbook, now=testbed.clock.now())
+            plan_jobs(record, store, api, playbook, now=testbed.clock.now(), usage_policy=testbed.usage_policy)
         for entry in record.jobs:
             _ensure_submitted(entry, record, store, api, playbook, testbed)
         _wait_running(record, store, api, testbed, playbook, on_update)
@@ -89,6 +93,38 @@ def reserve(
             with shielded():
                 release_run(record, store, testbed)
         raise
+
+
+def check_pinned(playbook: Playbook, *, allow_unlocked: bool, root: Path = FLAKE_ROOT) -> None:
+    """Refuse, before anything is reserved, to deploy an unpinned flake with nxc on Grid'5000: without a committed
+    flake.lock, nixpkgs and nxc follow their branches and two runs of one commit may boot different systems."""
+    deploy = playbook.deploy
+    if allow_unlocked or playbook.testbed != "grid5000" or deploy is None or deploy.method != "nxc":
+        return
+    reason = flake_unlocked(root)
+    if reason:
+        raise ConfigError(f"deploy.method nxc: {reason}: nixpkgs and nxc would not be pinned", hint=lock_hint(root))
+
+
+def check_ebpf(record: RunRecord, testbed: Testbed) -> None:
+    """Compile the run's eBPF programs and check them against their ebpf_exporter configs, before any job exists:
+    against the testbed's experiment kernel (VM testbed), else this machine's BTF. A run that does not deploy
+    builds no program, and is not held to them."""
+    playbook = record.playbook
+    if playbook.deploy is None:
+        return
+    ebpf = playbook.ebpf
+    kernel = testbed.experiment_kernel(record)
+    checked = check_programs(
+        ebpf.programs,
+        ebpf.source_dir(Path(record.playbook_path)),
+        vmlinux_h=kernel.vmlinux_h if kernel else None,
+        required=kernel is not None,
+    )
+    if checked.skipped:
+        log.warning("eBPF programs not checked", note=checked.skipped)
+    else:
+        log.info("eBPF programs compiled and checked", programs=", ".join(checked.programs), against=checked.against)
 
 
 def jobs_over(record: RunRecord, api: Api) -> bool:
@@ -111,7 +147,7 @@ def reserve_again(record: RunRecord, store: RunStore) -> None:
     """
     record.past_jobs += record.jobs
     record.jobs, record.roles = [], {}
-    record.access, record.deploy, record.ebpf_toggle, record.bench_binary = None, None, None, None
+    record.access, record.deploy, record.ebpf_toggle, record.provided = None, None, None, None
     record.released_at = None
     record.phases.pop(PHASE, None)
     if record.local is not None:
@@ -119,9 +155,15 @@ def reserve_again(record: RunRecord, store: RunStore) -> None:
     store.save(record)
 
 
-def plan_jobs(record: RunRecord, store: RunStore, api: Api, playbook: Playbook, *, now: float) -> None:
-    """Place the playbook's roles and record one job entry per site in the ledger (nothing is submitted)."""
-    placement = plan(api, playbook.reservation, now=now)
+def plan_jobs(
+    record: RunRecord, store: RunStore, api: Api, playbook: Playbook, *, now: float, usage_policy: bool = False
+) -> None:
+    """Check the playbook as ``g5k check`` does, place its roles and record one job entry per site in the ledger
+    (nothing is submitted)."""
+    report = check_playbook(api, playbook, now=now, usage_policy=usage_policy)
+    placement = report.placement
+    for note in report.policy.notes if report.policy else []:
+        log.warning("usage policy", note=note)
     for note in placement.notes:
         log.info("placement", note=note)
     for site, reason in placement.rejected.items():

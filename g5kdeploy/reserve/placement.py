@@ -64,11 +64,14 @@ class Placement:
     jobs: list[JobPlan]
     rejected: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: What the checks found to be right, one line each, for ``g5k check`` to show.
+    checked: list[str] = field(default_factory=list)
 
 
 def plan(api: Api, reservation: Reservation, *, now: float) -> Placement:
     """Decide the site of every role and the job per site; :class:`ConfigError` for what the API shows is wrong."""
-    _check_start(reservation, now)
+    placement = Placement(jobs=[])
+    placement.checked.append(_check_start(reservation, now))
     known_sites = api.site_uids()
     wanted = reservation.sites
     for site in wanted or []:
@@ -77,11 +80,12 @@ def plan(api: Api, reservation: Reservation, *, now: float) -> Placement:
                 f"reservation.site: unknown site {site!r}", hint=f"Grid'5000 sites: {', '.join(known_sites)}"
             )
     candidates = wanted or known_sites
+    where = f"{', '.join(wanted)}, known to the API" if wanted else f"auto, among {len(known_sites)} sites"
+    placement.checked.append(f"reservation.site: {where}")
     clusters = {site: {c["uid"]: c for c in api.clusters(site)} for site in candidates}
     pinned = _pin_roles_to_sites(reservation, clusters, all_sites=known_sites, api=api)
-    _check_clusters(api, reservation, clusters, pinned)
+    placement.checked += _check_clusters(api, reservation, clusters, pinned)
     floating = {name: role for name, role in reservation.roles.items() if name not in pinned}
-    placement = Placement(jobs=[])
     chosen: str | None = None
     needs_status = len(candidates) > 1 or any(role.min_nodes for role in reservation.roles.values())
     counts = {name: role.nodes for name, role in reservation.roles.items()}
@@ -132,22 +136,26 @@ def _pin_roles_to_sites(
     return pinned
 
 
-def _check_start(reservation: Reservation, now: float) -> None:
+def _check_start(reservation: Reservation, now: float) -> str:
     """An advance reservation must start after ``now``, the API's clock (OAR answers "Reservation too old")."""
     start = reservation.reservation_epoch()
-    if start is not None and start < now - RESERVATION_SLACK:
-        clock = datetime.fromtimestamp(now, PARIS).strftime("%Y-%m-%d %H:%M:%S")
+    clock = datetime.fromtimestamp(now, PARIS).strftime("%Y-%m-%d %H:%M:%S")
+    if start is None:
+        return "reservation.reservation: none, the job starts as soon as OAR can start it"
+    if start < now - RESERVATION_SLACK:
         raise ConfigError(
             f"reservation.reservation: {reservation.reservation} is in the past "
             f"(the API's clock says {clock}, Europe/Paris time)",
             hint="give a later date, or leave reservation out to start as soon as possible; nothing was submitted",
         )
+    return f"reservation.reservation: {reservation.reservation} is ahead of the API's clock ({clock}, Europe/Paris)"
 
 
 def _check_clusters(
     api: Api, reservation: Reservation, clusters: dict[str, dict[str, Any]], pinned: dict[str, str]
-) -> None:
+) -> list[str]:
     """Roles that name a cluster, against the reference API: the cluster's queue and its number of nodes."""
+    checked: list[str] = []
     asked: dict[tuple[str, str], list[tuple[str, Role]]] = {}
     for name, role in reservation.roles.items():
         if not role.cluster:
@@ -180,6 +188,10 @@ def _check_clusters(
                 f"reservation.roles: {parts} = {total} nodes on cluster {cluster}, which has {size}",
                 hint=f"ask for at most {size} in all, {fewer}",
             )
+        listed = ", ".join(clusters[site][cluster].get("queues", [])) or "none listed"
+        asking = " + ".join(f"{name} {count}" for name, count in counts)
+        checked.append(f"{site}/{cluster}: {size} nodes (queues: {listed}); the roles ask {asking}")
+    return checked
 
 
 def _find_cluster_site(api: Api, cluster: str, sites: list[str]) -> str | None:
@@ -196,20 +208,28 @@ def _parts(roles: dict[str, Role], counts: dict[str, int]) -> tuple[Part, ...]:
     return tuple(Part(cluster, props, tuple(members)) for (cluster, props), members in grouped.items())
 
 
-def _free_nodes(status: dict[str, Any], *, now: float, walltime: int) -> dict[str, list[str]]:
+def cluster_of(fqdn: str) -> str:
+    """``gros`` for ``gros-12.nancy.grid5000.fr``."""
+    return fqdn.split(".")[0].rsplit("-", 1)[0]
+
+
+def node_free(node: dict[str, Any], *, now: float, walltime: int) -> bool:
+    """Whether a node of the status API is alive with no job overlapping [now, now + walltime]."""
+    if node.get("hard") not in ("alive", "standby"):
+        return False
+    for job in node.get("reservations", []):
+        start = job.get("started_at") or job.get("scheduled_at") or now
+        if start < now + walltime and start + job.get("walltime", 0) > now:
+            return False
+    return bool(node.get("soft", "free").startswith("free"))
+
+
+def free_nodes(status: dict[str, Any], *, now: float, walltime: int) -> dict[str, list[str]]:
     """Alive nodes with no job overlapping [now, now + walltime], by cluster."""
     free: dict[str, list[str]] = {}
     for fqdn, node in status.get("nodes", {}).items():
-        if node.get("hard") not in ("alive", "standby"):
-            continue
-        busy = False
-        for job in node.get("reservations", []):
-            start = job.get("started_at") or job.get("scheduled_at") or now
-            if start < now + walltime and start + job.get("walltime", 0) > now:
-                busy = True
-                break
-        if not busy and node.get("soft", "free").startswith("free"):
-            free.setdefault(fqdn.split(".")[0].rsplit("-", 1)[0], []).append(fqdn)
+        if node_free(node, now=now, walltime=walltime):
+            free.setdefault(cluster_of(fqdn), []).append(fqdn)
     return free
 
 
@@ -233,7 +253,7 @@ def _choose_site(
             continue
         # An advance reservation needs its nodes free from its own start, not from now.
         start = reservation.reservation_epoch() or now
-        free = _free_nodes(status, now=start, walltime=reservation.walltime_seconds)
+        free = free_nodes(status, now=start, walltime=reservation.walltime_seconds)
         usable = {
             cluster for cluster, doc in clusters[site].items() if not doc.get("exotic") or "exotic" in reservation.types
         }

@@ -9,7 +9,9 @@ from g5kdeploy.simulator.records import ACTIVE_STATES, Job
 from g5kdeploy.simulator.reference import Reference
 from g5kdeploy.simulator.scheduler import Gantt, PartNeed, fit
 
-BACKGROUND_USERS = ("alice", "bob", "carol", "dave")
+# Logins no person or test logs in as: nobody may find these jobs among their own, delete them or change
+# their walltime.
+BACKGROUND_USERS = ("oar-bg-1", "oar-bg-2", "oar-bg-3", "oar-bg-4")
 _TYPICAL_NODES = 8
 
 

@@ -8,12 +8,23 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from g5kdeploy.simulator.environments import ENVIRONMENTS
 from g5kdeploy.simulator.errors import FORBIDDEN, ApiError
 from g5kdeploy.simulator.records import Deployment, Job, as_flag
 
 _NODES_INVALID = "The deployment you are trying to submit is not valid: nodes must be a non-empty list of node FQDN"
 _OPTIONAL = ("version", "arch", "partition_label", "block_device", "vlan", "reformat_tmp")
 FLAGS = ("disable_bootloader_install", "disable_disk_partitioning", "ignore_nodes_deploying")
+
+
+def _known_environment(spec: str) -> bool:
+    """A URL (an environment description Kadeploy fetches), or a public environment's name, alias or uid.
+
+    `name@owner` names another user's environment, which the simulator cannot know: it is accepted.
+    """
+    if spec.startswith(("http://", "https://")) or "@" in spec:
+        return True
+    return any(spec in (env["name"], env.get("alias"), env["uid"]) for env in ENVIRONMENTS)
 
 
 class DeploymentStore:
@@ -38,6 +49,12 @@ class DeploymentStore:
         environment = body.get("environment")
         if not isinstance(environment, str) or not environment:
             raise ApiError(400, "The deployment you are trying to submit is not valid: environment must be given")
+        if not _known_environment(environment):
+            raise ApiError(
+                400,
+                "Cannot launch deployment: Invalid environment specification -- "
+                f"the environment {environment} does not exist",
+            )
         allowed = {
             node
             for job in jobs
@@ -114,5 +131,6 @@ class DeploymentStore:
             and (not query.get("status") or d.status in query["status"].split(","))
             and (not query.get("user") or d.user == query["user"])
         ]
-        found.sort(key=lambda d: d.created_at, reverse=query.get("reverse", "true") != "false")
+        # g5k-api's DeploymentsController#index: newest first, oldest first only for `reverse=true`.
+        found.sort(key=lambda d: d.created_at, reverse=query.get("reverse") != "true")
         return found

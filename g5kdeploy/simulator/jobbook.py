@@ -9,12 +9,36 @@ nobody asks for other users' finished jobs, and keeping them would make every sc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from g5kdeploy.simulator.records import ACTIVE_STATES, Job
-from g5kdeploy.simulator.scheduler import Gantt, PartNeed, earliest
+from g5kdeploy.simulator.scheduler import Gantt, PartNeed, Planner, earliest, grows_monotonically
 
 FIRST_JOB_UID = 1894417
+# A started job or reservation as the gantt holds it: uid, start, end, nodes.
+Booked = tuple[int, float, float, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One waiting job's prediction as a scheduling pass made it (`start` None: not seen yet)."""
+
+    uid: int
+    needs: list[PartNeed]
+    walltime: int
+    start: float | None
+    nodes: list[str]
+
+
+@dataclass
+class Plan:
+    """A site's last scheduling pass: when, over which started jobs, its predictions and resulting gantt."""
+
+    t: float
+    booked: list[Booked]
+    placements: list[Placement]
+    gantt: Gantt
 
 
 class JobBook:
@@ -31,6 +55,9 @@ class JobBook:
         self._live: dict[str, dict[int, Job]] = {}
         # site -> its next event time (None: nothing due); a missing key means "recompute".
         self._site_next: dict[str, float | None] = {}
+        self._plans: dict[str, Plan] = {}
+        # False: every pass plans every waiting job from scratch (the original algorithm, kept for comparison).
+        self.incremental = True
 
     # ---- bookkeeping --------------------------------------------------------------------------------
 
@@ -119,20 +146,81 @@ class JobBook:
 
         A job submitted less than `prediction_delay` ago has not been seen by the scheduler yet: it gets
         neither `scheduled_at` nor nodes, as on a busy OAR server between two scheduler passes.
+        The result is the same as planning every waiting job from scratch (`plan_from_scratch`), but a pass
+        keeps the predictions of the previous one up to the first job that could now be planned differently.
         """
+        if not self.incremental:
+            return self.plan_from_scratch(site, t)
+        waiting = self._waiting(site)
+        booked = self._booked(site)
+        plan = self._plans.get(site)
+        kept: list[Placement] = []
+        if plan is not None and plan.booked == booked:
+            gantt = plan.gantt
+            kept = self._still_valid(plan, waiting, t)
+            for old in plan.placements[len(kept) :]:
+                if old.start is not None:
+                    gantt.remove(old.nodes, old.start, old.start + old.walltime)
+        else:
+            gantt = self.gantt(site)
+        planner = Planner(gantt)
+        for job in waiting[len(kept) :]:
+            needs = self._needs[job.uid]
+            if job.submitted_at + self.prediction_delay > t:
+                job.scheduled_at, job.nodes = None, []
+            else:
+                job.scheduled_at, job.nodes = planner.place(needs, job.walltime, t)
+                gantt.add(job.nodes, job.scheduled_at, job.scheduled_at + job.walltime)
+            kept.append(Placement(job.uid, needs, job.walltime, job.scheduled_at, job.nodes))
+        self._plans[site] = Plan(t, booked, kept, gantt)
+        self.touch(site)
+        return gantt
+
+    def _still_valid(self, plan: Plan, waiting: list[Job], t: float) -> list[Placement]:
+        """The leading predictions of `plan` that planning at `t` from scratch would make again.
+
+        A pass runs once every event due by `t` has been applied, so with the same started jobs and
+        reservations no interval ended and no prediction came due since the previous pass: a later `t` only
+        replaces each job's first candidate start, the old `t` where it did not fit, by the new one, where
+        its nodes are at most as free. That cannot make it fit, unless its request is one whose fit is not
+        monotonic (see `grows_monotonically`).
+        """
+        kept: list[Placement] = []
+        for old, job in zip(plan.placements, waiting, strict=False):
+            seen = job.submitted_at + self.prediction_delay <= t
+            if old.uid != job.uid or old.needs is not self._needs[job.uid] or (old.start is not None) != seen:
+                break
+            if t != plan.t and old.start is not None and not grows_monotonically(old.needs):
+                break
+            kept.append(old)
+        return kept
+
+    def plan_from_scratch(self, site: str, t: float) -> Gantt:
+        """The original pass: every waiting job planned again, each on the whole gantt."""
         gantt = self.gantt(site)
-        waiting = sorted(
-            (j for j in self.live(site) if j.state == "waiting" and j.reservation is None), key=lambda j: j.uid
-        )
-        for job in waiting:
+        for job in self._waiting(site):
             if job.submitted_at + self.prediction_delay > t:
                 job.scheduled_at, job.nodes = None, []
                 continue
             start, nodes = earliest(gantt, self._needs[job.uid], job.walltime, t)
             job.scheduled_at, job.nodes = start, nodes
             gantt.add(nodes, start, start + job.walltime)
+        self._plans.pop(site, None)
         self.touch(site)
         return gantt
+
+    def _waiting(self, site: str) -> list[Job]:
+        return sorted(
+            (j for j in self.live(site) if j.state == "waiting" and j.reservation is None), key=lambda j: j.uid
+        )
+
+    def _booked(self, site: str) -> list[Booked]:
+        return [
+            (job.uid, start, start + job.walltime, tuple(job.nodes))
+            for job in self.live(site)
+            if job.state in ACTIVE_STATES or job.reservation is not None
+            for start in (self.start_of(job),)
+        ]
 
     # ---- time ---------------------------------------------------------------------------------------
 

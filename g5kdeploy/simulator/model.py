@@ -94,6 +94,11 @@ class Simulator:
     def now(self) -> float:
         return self._locked(lambda: self._processed)
 
+    def plan_incrementally(self, incremental: bool) -> None:
+        """Switch to the original from-scratch scheduling passes (False), which benchmarks compare against."""
+        with self._lock:
+            self._book.incremental = incremental
+
     # ---- jobs (every answer rendered under the lock) ------------------------------------------------
 
     def job(self, site: str, uid: int) -> dict[str, Any]:

@@ -12,6 +12,10 @@ from typing import Any
 
 BUNDLE = Path(__file__).parent / "data" / "reference.json.gz"
 SITE_COLLECTIONS = ("servers", "pdus", "network_equipments")
+# Grid'5000's IPv6 plan: 2001:660:4406::/48, one /56 per site numbered by its index, and a site's index is
+# its global kavlan id minus 9 (rennes: kavlan 16, index 7, `2001:660:4406:07`).
+_IPV6_BASE = "2001:660:4406"
+_FIRST_GLOBAL_KAVLAN = 10
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,18 @@ def _node_props(site: str, cluster: dict[str, Any], doc: dict[str, Any]) -> dict
     }
 
 
+def _with_ipv6(doc: dict[str, Any]) -> dict[str, Any]:
+    """The site document with the `ipv6` block real site documents carry (g5k-api's fixtures predate it)."""
+    if "ipv6" in doc:
+        return doc
+    global_ids = [int(k) for k in doc.get("kavlans") or {} if k.isdigit() and int(k) >= _FIRST_GLOBAL_KAVLAN]
+    if not global_ids:
+        return doc
+    index = global_ids[0] - (_FIRST_GLOBAL_KAVLAN - 1)
+    ipv6 = {"prefix": f"{_IPV6_BASE}:{index:02x}", "site_global_kavlan": global_ids[0], "site_index": index}
+    return {**doc, "ipv6": ipv6}
+
+
 class Reference:
     """Indexes the reference documents by site, collection and uid, and lists the nodes OAR manages."""
 
@@ -97,7 +113,7 @@ class Reference:
             parts = key.split("/")
             doc = documents[key]
             if len(parts) == 3 and parts[0] == "sites":
-                self.sites[parts[1]] = doc
+                self.sites[parts[1]] = _with_ipv6(doc)
             elif len(parts) == 4 and parts[0] == "sites" and parts[2] in SITE_COLLECTIONS:
                 by_coll = self.collections.setdefault(parts[1], {})
                 by_coll.setdefault(parts[2], {})[doc.get("uid", parts[3][:-5])] = doc
@@ -125,6 +141,44 @@ class Reference:
     def cluster_nodes(self, site: str, cluster: str) -> dict[str, dict[str, Any]]:
         docs = self.node_docs.get((site, cluster), {})
         return dict(sorted(docs.items(), key=lambda kv: _node_number(kv[0])))
+
+    @functools.cached_property
+    def tree(self) -> dict[str, Any]:
+        """The whole inventory as one document, the shape g5k-api's `?deep=1` gives the repository's tree.
+
+        A folder holding a document and sub-folders is that document with its sub-folders as keys; the
+        folders of leaf documents (nodes, servers, pdus, network equipments) are lists; other folders are
+        dicts keyed by uid.
+        """
+        sites: dict[str, Any] = {}
+        for uid, doc in sorted(self.sites.items()):
+            entry: dict[str, Any] = dict(doc)
+            clusters: dict[str, Any] = {}
+            for cuid, cdoc in sorted(self.collection(uid, "clusters").items()):
+                nodes = list(self.cluster_nodes(uid, cuid).values())
+                clusters[cuid] = {**cdoc, "nodes": nodes} if nodes else dict(cdoc)
+            if clusters:
+                entry["clusters"] = clusters
+            for name in SITE_COLLECTIONS:
+                docs = self.collection(uid, name)
+                if docs:
+                    entry[name] = [docs[k] for k in sorted(docs)]
+            sites[uid] = entry
+        return {**self.root, "sites": sites}
+
+    def subtree(self, parts: list[str]) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """The part of `tree` a path names (`["sites", "nancy", "clusters"]`), None when there is none."""
+        node: Any = self.tree
+        for part in parts:
+            if isinstance(node, dict) and isinstance(node.get(part), dict | list):
+                node = node[part]
+            elif isinstance(node, list):
+                node = next((item for item in node if item.get("uid") == part), None)
+                if node is None:
+                    return None
+            else:
+                return None
+        return node if isinstance(node, dict | list) else None
 
 
 def load_reference(path: Path | None) -> Reference:

@@ -15,7 +15,20 @@ reference_blueprint = Blueprint("reference", __name__)
 
 # Only what is served: python-grid5000 follows no links, but a client that does must not meet a 404.
 SITE_RELS = ("clusters", "deployments", "environments", "jobs", "network_equipments", "pdus", "servers", "status")
-_QUEUE_SETS = {"all": {"admin", "default", "production"}, "": {"default"}}
+# g5k-api's `enrich_params`: no `queues` means admin,default (so every cluster passes: each has the admin
+# queue), `all` means admin,default,production; a cluster without `queues` has admin and default.
+_DEFAULT_QUEUES = ("admin", "default")
+_ALL_QUEUES = ("admin", "default", "production")
+# The routes naming a folder of the reference repository, which `?deep=1` expands whole.
+_TREE_ENDPOINTS = {
+    "reference.root",
+    "reference.sites",
+    "reference.site_item",
+    "reference.clusters",
+    "reference.cluster_item",
+    "reference.nodes",
+    "reference.inventory",
+}
 # The reference API is a git repository behind a cache; the live documents (status) are not cached.
 _CACHE_CONTROL = "public, max-age=60"
 _LIVE_ENDPOINTS = {"reference.site_status", "reference.cluster_status", "reference.health"}
@@ -26,6 +39,31 @@ def _cache_headers(response: Response) -> Response:
     if response.status_code == 200 and request.endpoint not in _LIVE_ENDPOINTS:
         response.headers["Cache-Control"] = _CACHE_CONTROL
     return response
+
+
+@reference_blueprint.before_request
+def _deep() -> Response | None:
+    """`?deep=1` (any value: Rails tests the parameter's presence) answers the folder's whole subtree."""
+    if "deep" not in request.args or request.endpoint not in _TREE_ENDPOINTS:
+        return None
+    path = request.path.removeprefix(_prefix()).rstrip("/")
+    parts = [p for p in path.split("/") if p]
+    data = simulator().reference.subtree(parts)
+    if data is None:
+        raise _missing(path or "/")
+    parent = "/".join(parts[:-1])
+    return _collection(data, path or "/", f"/{parent}" if parent else "", total=len(data))
+
+
+def _wanted_queues() -> set[str]:
+    wanted = request.args.get("queues")
+    if wanted is None:
+        return set(_DEFAULT_QUEUES)
+    return set(_ALL_QUEUES) if wanted == "all" else set(wanted.split(","))
+
+
+def _in_queues(cluster: dict[str, Any], queues: set[str]) -> bool:
+    return bool(set(cluster.get("queues") or _DEFAULT_QUEUES) & queues)
 
 
 def _prefix() -> str:
@@ -43,11 +81,13 @@ def _item(doc: dict[str, Any], path: str, parent: str, subs: tuple[str, ...] = (
     return {**doc, "links": links, "version": simulator().reference.version}
 
 
-def _collection(items: list[dict[str, Any]], path: str, parent: str) -> Response:
+def _collection(
+    items: list[dict[str, Any]] | dict[str, Any], path: str, parent: str, total: int | None = None
+) -> Response:
     prefix = _prefix()
     return respond(
         {
-            "total": len(items),
+            "total": len(items) if total is None else total,
             "offset": 0,
             "items": items,
             "links": [link("self", f"{prefix}{path}", COLLECTION), link("parent", f"{prefix}{parent}")],
@@ -84,13 +124,11 @@ def site_item(site: str) -> Response:
 @reference_blueprint.get("/sites/<site>/clusters")
 def clusters(site: str) -> Response:
     known_site(site)
-    wanted = request.args.get("queues", "")
-    # Every cluster has the admin queue, so it cannot tell clusters apart: the other queues decide.
-    queues = _QUEUE_SETS.get(wanted, set(wanted.split(","))) - {"admin"}
+    queues = _wanted_queues()
     items = [
         _item(doc, f"/sites/{site}/clusters/{uid}", f"/sites/{site}", ("nodes", "status"))
         for uid, doc in sorted(simulator().reference.collection(site, "clusters").items())
-        if queues & (set(doc.get("queues", ["default"])) - {"admin"})
+        if _in_queues(doc, queues)
     ]
     return _collection(items, f"/sites/{site}/clusters", f"/sites/{site}")
 
@@ -106,6 +144,8 @@ def _cluster(site: str, cluster: str) -> dict[str, Any]:
 @reference_blueprint.get("/sites/<site>/clusters/<cluster>")
 def cluster_item(site: str, cluster: str) -> Response:
     doc = _cluster(site, cluster)
+    if not _in_queues(doc, _wanted_queues()):
+        raise _missing(f"/sites/{site}/clusters/{cluster}")
     return respond(_item(doc, f"/sites/{site}/clusters/{cluster}", f"/sites/{site}", ("nodes", "status")))
 
 

@@ -25,8 +25,9 @@ def _node_status(node: Node, jobs: list[Job], details: bool, waiting: bool) -> d
         "hard": "alive",
         "soft": soft,
         "free_slots": node.cores - busy,
+        # g5k-api's OAR::Resource: besteffort cores are freeable, not busy (busy_slots = busy - besteffort).
         "freeable_slots": busy if besteffort else 0,
-        "busy_slots": busy,
+        "busy_slots": 0 if besteffort else busy,
         "comment": "",
     }
     if details:

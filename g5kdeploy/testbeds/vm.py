@@ -2,13 +2,16 @@
 
 Reservation works as on the local testbed (the embedded simulator assigns real Grid'5000 node names). The
 playbook's VM roles (default: every role but the collector) boot, one QEMU guest per node, on the
-experiment's own kernel: Debian's Linux source configured with ``nix/kernel-options.json`` and built once
-into the user's cache (:mod:`g5kdeploy.tools.kernel`), before any job is submitted. The guests run the host's
-userland (virtme-ng), are reached over real SSH through port forwards on their own loopback addresses, and
-the eBPF program really attaches in them: the bench's ``ebpf: on`` is real here.
+experiment's own kernel: Debian's Linux source with the playbook's ``kernel.patches``, configured with its
+``kernel.config`` and ``nix/kernel-options.json``, and built once into the user's cache
+(:mod:`g5kdeploy.tools.kernel`), before any job is submitted. The guests run the host's userland (virtme-ng),
+are reached over real SSH through port forwards on their own loopback addresses, and the eBPF program really
+attaches in them: the bench's ``ebpf: on`` is real here.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from g5kdeploy.clock import Clock
 from g5kdeploy.log import get_logger
@@ -28,17 +31,22 @@ class VmTestbed(LocalTestbed):
         super().__init__(clock=clock)
         self._kernel: BuiltKernel | None = None
 
-    def preflight(self, playbook: Playbook, *, on_progress: OnProgress | None = None) -> None:
+    def preflight(
+        self, playbook: Playbook, *, on_progress: OnProgress | None = None, playbook_path: Path | None = None
+    ) -> None:
         """Everything the VM nodes need, checked and built (the kernel, once) before any job exists."""
         super().preflight(playbook, on_progress=on_progress)
         require_vng()
         debian_source()
-        self._kernel = ensure_kernel(on_progress=on_progress)
+        if playbook.kernel and playbook.kernel.patches and playbook_path is None:
+            # The patches lie next to the playbook: experiment_kernel builds with them once the run knows where.
+            return
+        self._kernel = ensure_kernel(kernel=playbook.kernel, playbook_path=playbook_path, on_progress=on_progress)
 
-    def experiment_kernel(self, record: RunRecord) -> BuiltKernel | None:  # noqa: ARG002 - one kernel for all
+    def experiment_kernel(self, record: RunRecord) -> BuiltKernel | None:
         if self._kernel is None:
             # Another command of the run (g5k deploy, a resume): the same inputs find the same cache entry.
-            self._kernel = ensure_kernel()
+            self._kernel = ensure_kernel(kernel=record.playbook.kernel, playbook_path=Path(record.playbook_path))
         return self._kernel
 
     def ebpf_nodes(self, record: RunRecord) -> list[str]:

@@ -1,13 +1,23 @@
 """The experiment's kernel for the VM testbed, built from Debian's ``linux-source`` package and cached.
 
-Configuration: Linux's ``tinyconfig``, then ``kernel-vm.config`` (what QEMU and virtme-ng's guest need),
-then every option of ``nix/kernel-options.json`` (the list the Nix kernel module forces on Grid'5000, so the
-two kernels carry the same experiment options), merged with the kernel's own ``merge_config.sh`` and resolved
-by ``olddefconfig``. Every option asked for must survive: one whose dependencies are not met is dropped by
-Kconfig without a word, so it is an error here, naming it, before the long build starts.
+The playbook's ``kernel`` section applies here as far as Debian's source allows: its ``patches`` are applied
+to the unpacked source (each checked with ``patch --dry-run`` first: one that does not apply is an error naming
+``kernel.patches[i]`` with patch's own output) and its ``config`` is merged; a ``branch`` or a ``source`` cannot
+be built from Debian's 6.1 and the playbook's validation refuses them on this testbed.
+
+Configuration: Linux's ``tinyconfig``, then ``kernel-vm.config`` (what QEMU and virtme-ng's guest need), then
+the playbook's ``kernel.config``, then every option of ``nix/kernel-options.json`` (the list the Nix kernel
+module forces on Grid'5000, so the two kernels carry the same experiment options, and last so that it wins),
+merged with the kernel's own ``merge_config.sh`` and resolved by ``olddefconfig``. Every option asked for must
+survive: one whose dependencies are not met is dropped by Kconfig without a word, so it is an error here,
+naming it, before the long build starts.
+
+For Grid'5000, :func:`stage_nix_kernel` writes the same section as ``nix/kernel.json`` (with the patches
+beside it) into the flake the deploy pushes, which ``nix/pkgs/kernel.nix`` builds.
 
 The result (``bzImage``, the kernel's BTF, ``vmlinux.h`` generated from it, and the final ``.config``) lives
-under ``<cache>/kernels/<key>/``, the key hashing the source package's version and every configuration input.
+under ``<cache>/kernels/<key>/``, the key hashing the source package's version, every configuration input
+and the patches' contents.
 A build happens in a scratch directory next to it and becomes the cache entry by one rename at the very end:
 an interrupted or failed build leaves nothing that could be taken for a kernel, and its processes (make and
 its compilers, a process group of their own) are stopped before the error goes up.
@@ -30,14 +40,14 @@ from pathlib import Path
 from typing import IO
 
 from g5kdeploy.errors import DeadlineExceeded, KernelConfigError, TestbedError, ToolError
+from g5kdeploy.files import sha256_file
 from g5kdeploy.log import get_logger
+from g5kdeploy.playbook import Kernel, artifact_path, experiment_kernel_options
 from g5kdeploy.process import run, stream
 from g5kdeploy.waiting import wait_until
 
 log = get_logger(__name__)
 
-#: The kernel options the statx override needs: the same file the Nix kernel module forces.
-KERNEL_OPTIONS_FILE = Path(__file__).resolve().parents[2] / "nix" / "kernel-options.json"
 FRAGMENT_FILE = Path(__file__).resolve().parent / "kernel-vm.config"
 SOURCE_PACKAGE = "linux-source-6.1"
 #: Changes whenever the way a kernel is built here changes, so that old cache entries are not reused.
@@ -47,6 +57,8 @@ EXPECTED_OBJECTS = 1450
 BUILD_TIMEOUT = 3600.0
 CONFIG_TIMEOUT = 300.0
 INSTALL_HINT = f"apt-get install {SOURCE_PACKAGE} build-essential flex bison bc libelf-dev libssl-dev dwarves bpftool"
+#: Where the playbook's patches go beside nix/kernel.json in the pushed flake.
+PATCH_DIR = "kernel-patches"
 #: Called with (step, objects compiled so far, objects expected or None).
 OnProgress = Callable[[str, int, int | None], None]
 _COMPILED = re.compile(r"^\s+(CC|AS)\s")
@@ -57,6 +69,20 @@ class KernelSource:
     tarball: Path
     package: str
     version: str
+
+
+@dataclass(frozen=True)
+class KernelPatch:
+    """A patch of the playbook's ``kernel.patches``: where it is named, where it lies, and its digest."""
+
+    index: int
+    name: str
+    path: Path
+    sha256: str
+
+    @property
+    def field(self) -> str:
+        return f"kernel.patches[{self.index}]"
 
 
 @dataclass(frozen=True)
@@ -85,8 +111,53 @@ class BuiltKernel:
 
 def kernel_options() -> dict[str, str]:
     """``{"BPF_KPROBE_OVERRIDE": "y", ...}`` from nix/kernel-options.json."""
-    options: dict[str, str] = json.loads(KERNEL_OPTIONS_FILE.read_text())
-    return options
+    return experiment_kernel_options()
+
+
+def kernel_patches(kernel: Kernel | None, playbook_path: Path) -> list[KernelPatch]:
+    """The playbook's patches, located next to it (load_playbook checked they exist) and digested."""
+    return [
+        KernelPatch(index, name, path, sha256_file(path))
+        for index, name in enumerate(kernel.patches if kernel else [])
+        for path in [artifact_path(playbook_path, name)]
+    ]
+
+
+def nix_kernel_description(kernel: Kernel | None, patches: list[KernelPatch]) -> dict[str, object]:
+    """What nix/lib/kernel-description.nix reads: the branch or the pinned source, the patches (``file``
+    relative to kernel.json's directory) and the playbook's own options."""
+    kernel = kernel or Kernel()
+    description: dict[str, object] = {}
+    if kernel.source is None:
+        description["branch"] = kernel.nixpkgs_branch
+    else:
+        source = kernel.source
+        pinned = {"owner": source.owner, "repo": source.repo, "rev": source.rev, "hash": source.hash}
+        pinned["version"] = source.version
+        if source.modDirVersion is not None:
+            pinned["modDirVersion"] = source.modDirVersion
+        description["source"] = pinned
+    description["patches"] = [{"name": patch.path.stem, "file": _staged_patch(patch)} for patch in patches]
+    description["config"] = dict(kernel.config)
+    return description
+
+
+def stage_nix_kernel(kernel: Kernel | None, playbook_path: Path, nix_dir: Path) -> None:
+    """Write ``nix_dir/kernel.json`` and copy the patches beside it (``kernel-patches/``), replacing whatever
+    a copied tree held there: the flake builds exactly the playbook's kernel."""
+    patches = kernel_patches(kernel, playbook_path)
+    shutil.rmtree(nix_dir / PATCH_DIR, ignore_errors=True)
+    for patch in patches:
+        target = nix_dir / _staged_patch(patch)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(patch.path, target)
+    text = json.dumps(nix_kernel_description(kernel, patches), indent=2, sort_keys=True) + "\n"
+    (nix_dir / "kernel.json").write_text(text)
+
+
+def _staged_patch(patch: KernelPatch) -> str:
+    # The index first: two patches of one file name in different directories stay two files, in order.
+    return f"{PATCH_DIR}/{patch.index:03d}-{patch.path.name}"
 
 
 def cache_root(env: dict[str, str] | None = None) -> Path:
@@ -114,13 +185,24 @@ def debian_source() -> KernelSource:
     return KernelSource(tarball=tarball, package=SOURCE_PACKAGE, version=version)
 
 
-def config_fragment(options: dict[str, str] | None = None) -> str:
-    """The whole fragment merged over tinyconfig: kernel-vm.config, then the experiment's options."""
+def config_fragment(options: dict[str, str] | None = None, own: dict[str, str] | None = None) -> str:
+    """The whole fragment merged over tinyconfig: kernel-vm.config, the playbook's ``kernel.config`` (``own``),
+    then the experiment's options, which merge_config lets win over anything before them."""
     wanted = kernel_options() if options is None else options
-    lines = [FRAGMENT_FILE.read_text(), "# nix/kernel-options.json"]
-    for name, value in wanted.items():
-        lines.append(f"# CONFIG_{name} is not set" if value == "n" else f"CONFIG_{name}={value}")
+    lines = [FRAGMENT_FILE.read_text()]
+    if own:
+        lines += ["# the playbook's kernel.config", *(_config_line(name, value) for name, value in own.items())]
+    lines.append("# nix/kernel-options.json")
+    lines += [_config_line(name, value) for name, value in wanted.items()]
     return "\n".join(lines) + "\n"
+
+
+def _config_line(name: str, value: str) -> str:
+    if value == "n":
+        return f"# CONFIG_{name} is not set"
+    # Kconfig writes tristates, numbers and hex bare, and every other value as a quoted string.
+    bare = value in ("y", "m") or re.fullmatch(r"-?\d+|0x[0-9a-fA-F]+", value)
+    return f"CONFIG_{name}={value}" if bare else f'CONFIG_{name}="{value}"'
 
 
 def required_options(fragment: str) -> dict[str, str]:
@@ -134,8 +216,11 @@ def required_options(fragment: str) -> dict[str, str]:
     return required
 
 
-def cache_key(source: KernelSource, fragment: str) -> str:
-    digest = hashlib.sha256(f"{RECIPE}\n{source.package} {source.version}\n{fragment}".encode()).hexdigest()
+def cache_key(source: KernelSource, fragment: str, patches: list[KernelPatch] | None = None) -> str:
+    inputs = f"{RECIPE}\n{source.package} {source.version}\n{fragment}"
+    # Only when there are patches: a kernel without any keeps the key (and the cache entry) it always had.
+    inputs += "".join(f"patch {patch.index} {patch.sha256}\n" for patch in patches or [])
+    digest = hashlib.sha256(inputs.encode()).hexdigest()
     return f"{source.version}-{digest[:16]}"
 
 
@@ -151,19 +236,23 @@ def ensure_kernel(
     *,
     cache: Path | None = None,
     options: dict[str, str] | None = None,
+    kernel: Kernel | None = None,
+    playbook_path: Path | None = None,
     on_progress: OnProgress | None = None,
     jobs: int | None = None,
     timeout: float = BUILD_TIMEOUT,
 ) -> BuiltKernel:
-    """The experiment's kernel from the cache, or built (configure, check, build) and cached first.
+    """The experiment's kernel from the cache, or built (patch, configure, check, build) and cached first;
+    ``kernel`` is the playbook's section (its patches relative to ``playbook_path``).
 
     Builds of one key are serialised (a lock file per key): a second run that needs the same kernel while it
     is being built waits for it, then finds it in the cache, rather than building it twice.
     """
     source = debian_source()
-    fragment = config_fragment(options)
+    fragment = config_fragment(options, kernel.config if kernel else None)
+    patches = kernel_patches(kernel, playbook_path) if kernel and kernel.patches and playbook_path else []
     cache = cache or cache_root()
-    key = cache_key(source, fragment)
+    key = cache_key(source, fragment, patches)
     if (found := cached_kernel(cache, key)) is not None:
         log.info("kernel from the cache", release=found.release, directory=str(found.directory))
         return found
@@ -174,7 +263,9 @@ def ensure_kernel(
         if (found := cached_kernel(cache, key)) is not None:
             log.info("kernel built meanwhile by another run", release=found.release)
             return found
-        _build_into_cache(source, fragment, cache, key, progress, jobs=jobs or os.cpu_count() or 1, deadline=deadline)
+        _build_into_cache(
+            source, fragment, patches, cache, key, progress, jobs=jobs or os.cpu_count() or 1, deadline=deadline
+        )
     built = cached_kernel(cache, key)
     assert built is not None
     log.info("kernel built", release=built.release, directory=str(built.directory))
@@ -209,7 +300,15 @@ def _locked(handle: IO[str]) -> bool:
 
 
 def _build_into_cache(
-    source: KernelSource, fragment: str, cache: Path, key: str, progress: OnProgress, *, jobs: int, deadline: float
+    source: KernelSource,
+    fragment: str,
+    patches: list[KernelPatch],
+    cache: Path,
+    key: str,
+    progress: OnProgress,
+    *,
+    jobs: int,
+    deadline: float,
 ) -> None:
     (cache / "kernels").mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache / "kernels"))
@@ -217,6 +316,9 @@ def _build_into_cache(
         progress("unpacking the kernel source", 0, None)
         run(["tar", "-xf", source.tarball, "-C", scratch], timeout=_left(deadline), what="unpack the kernel source")
         tree = scratch / source.tarball.name.removesuffix(".tar.xz")
+        if patches:
+            progress("applying the playbook's patches", 0, None)
+            apply_patches(tree, patches, source, deadline=deadline)
         progress("configuring", 0, None)
         configure(tree, fragment, deadline=deadline)
         _build(tree, jobs, progress, deadline=deadline)
@@ -226,6 +328,24 @@ def _build_into_cache(
         entry.rename(cache / "kernels" / key)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def apply_patches(tree: Path, patches: list[KernelPatch], source: KernelSource, *, deadline: float) -> None:
+    """Each patch in order, after a dry run: one that does not apply is an error naming its field, with
+    patch's own output, and leaves the tree as the patches before it left it."""
+    for patch in patches:
+        argv: list[str | Path] = ["patch", "-p1", "--forward", "--batch", "-d", tree, "-i", patch.path]
+        what = f"apply {patch.field}"
+        trial = run([*argv, "--dry-run"], timeout=_left(deadline, CONFIG_TIMEOUT), what=what, check=False)
+        if trial.returncode != 0:
+            output = (trial.stdout + trial.stderr).strip()
+            raise KernelConfigError(
+                f"{patch.field}: {patch.name} does not apply to Debian's {source.package} ({source.version}):\n"
+                + "\n".join(output.splitlines()[-20:]),
+                hint="the VM testbed builds Debian's 6.1 source with the playbook's patches and config: rebase "
+                "the patch on Linux 6.1 (patch -p1, from the source's top directory), or run it on grid5000 only",
+            )
+        run(argv, timeout=_left(deadline, CONFIG_TIMEOUT), what=what)
 
 
 def configure(tree: Path, fragment: str, *, deadline: float) -> None:
@@ -260,7 +380,8 @@ def check_config(config: str, required: dict[str, str]) -> None:
         raise KernelConfigError(
             "the kernel configuration dropped option(s) the experiment needs: " + ", ".join(which),
             hint="Kconfig drops an option whose dependencies are off: add what it depends on to "
-            "nix/kernel-options.json (see its 'depends on' in the kernel's Kconfig files)",
+            "nix/kernel-options.json or the playbook's kernel.config (see its 'depends on' in the kernel's "
+            "Kconfig files)",
         )
 
 

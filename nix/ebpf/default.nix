@@ -2,6 +2,8 @@
 # CONFIG_DEBUG_INFO_BTF), laid out for ebpf_exporter --config.dir: $out/lib/ebpf_exporter/<name>.{bpf.o,yaml},
 # plus $out/include/<name>.skel.h (libbpf skeleton <name_>_bpf). `targetPath` is compiled in (-DTARGET_PATH):
 # ebpf_exporter cannot set .rodata before load, so the path the statx override answers for is fixed per build.
+# In the flake a Grid'5000 deploy pushes, programs.json is the playbook's `ebpf.programs` (each program's files beside
+# it); the agent compiles them with these cflags (g5kdeploy/tools/bpf.py) before it reserves anything.
 { lib, stdenv, clang, llvm, libbpf, bpftools, kernel, targetPath ? "/tmp/g5k-statx-target" }:
 let
   programs = builtins.fromJSON (builtins.readFile ./programs.json);

@@ -49,6 +49,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         [],
         [
             r"^ +4 nodes  ratios: execo/this +\d+\.\dx,  fabric/this +\d+\.\dx$",
+            r"^ +4 nodes  client CPU ratios: execo/this +\d+\.\dx,  fabric/this +\d+\.\dx$",
             r"^target \(.*\): (met|MISSED)$",
         ],
     ),

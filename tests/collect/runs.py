@@ -9,10 +9,10 @@ import itertools
 import json
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from g5kdeploy.playbook import Playbook
+from g5kdeploy.playbook import STATX_METRICS, Playbook
 from g5kdeploy.results import DeployRecord, JobEntry, NodeDeployState, NodeFacts, PhaseRecord, RunRecord
 
 NODES = ("gros-2.nancy.grid5000.fr", "gros-3.nancy.grid5000.fr")
@@ -124,28 +124,59 @@ def result_document(
     answers = {path: REAL_ANSWERS.get(path, REAL_ANSWERS[ORDINARY]) for path in paths}
     if ebpf == "on" and override and TARGET in answers:
         answers[TARGET] = FAKE_ANSWER
+    result = {
+        "tool": "statx-bench",
+        "version": 1,
+        "config": {"paths": list(paths), "iterations": ITERATIONS, "threads": threads, "warmup": WARMUP},
+        "calls": calls,
+        "duration_s": calls / rate,
+        "calls_per_s": rate,
+        "latency_ns": latency(median),
+        "histogram": {"sub_bucket_bits": 5, "buckets": histogram(median, zlib.crc32(f"{node} {key}".encode()))},
+        "errors": {},
+        "errors_total": 0,
+        "per_path": per_path,
+        "statx": answers,
+    }  # fmt: skip
+    # As the bench phase writes it: the playbook's metrics read from the workload's JSON output, which is kept whole.
     return {
         "run_id": run_id,
         "node": node,
-        "combination": {"threads": threads, "ebpf": ebpf, "repetition": repetition, "key": key},
-        "paths": list(paths),
+        "combination": {"key": key, "repetition": repetition, "parameters": {"threads": threads, "ebpf": ebpf}},
+        "command": statx_command(paths).format(threads=threads),
         "duration_s": calls / rate + 0.05,
         "finished_at": "2026-11-27T16:47:59Z",
-        "result": {
-            "tool": "statx-bench",
-            "version": 1,
-            "config": {"paths": list(paths), "iterations": ITERATIONS, "threads": threads, "warmup": WARMUP},
-            "calls": calls,
-            "duration_s": calls / rate,
-            "calls_per_s": rate,
-            "latency_ns": latency(median),
-            "histogram": {"sub_bucket_bits": 5, "buckets": histogram(median, zlib.crc32(f"{node} {key}".encode()))},
-            "errors": {},
-            "errors_total": 0,
-            "per_path": per_path,
-            "statx": answers,
-        },
-    }  # fmt: skip
+        "metrics": {name: _at(result, dotted) for name, dotted in STATX_METRICS.items()},
+        "result": result,
+        "output_tail": None,
+    }
+
+
+def _at(document: dict, dotted: str) -> float:
+    value: object = document
+    for part in dotted.split("."):
+        assert isinstance(value, dict)
+        value = value[part]
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def statx_command(paths: Sequence[str]) -> str:
+    return (f"statx-bench --json --iterations {ITERATIONS} --warmup {WARMUP} --threads {{threads}} "
+            + " ".join(f"--path {path}" for path in paths))  # fmt: skip
+
+
+def statx_playbook(*, threads: Sequence[int], ebpf: Sequence[str], repetitions: int, paths: Sequence[str]) -> dict:
+    """The statx playbooks' bench (version 2), with this sweep."""
+    return {"version": 2, "name": "statx", "testbed": "grid5000",
+            "reservation": {"site": "nancy", "walltime": "1:00",
+                            "roles": {"collector": {"nodes": 1, "cluster": "gros"},
+                                      "exporter": {"nodes": 2, "cluster": "gros"}}},
+            "bench": {"roles": ["exporter"],
+                      "workload": {"command": statx_command(paths), "output": "json", "metrics": dict(STATX_METRICS),
+                                   "artifacts": ["statx-bench"]},
+                      "parameters": {"threads": list(threads), "ebpf": list(ebpf)},
+                      "repetitions": repetitions, "timeout": 300}}  # fmt: skip
 
 
 def write_exports(
@@ -204,13 +235,8 @@ def make_run(
     record = RunRecord(
         run_id=run_id,
         playbook_path="playbooks/statx.yaml",
-        playbook=Playbook.model_validate({"version": 1, "name": "statx", "testbed": "grid5000",
-                  "reservation": {"site": "nancy", "walltime": "1:00",
-                                  "roles": {"collector": {"nodes": 1, "cluster": "gros"},
-                                            "exporter": {"nodes": 2, "cluster": "gros"}}},
-                  "bench": {"roles": ["exporter"], "paths": list(paths), "iterations": ITERATIONS, "warmup": WARMUP,
-                            "threads": list(threads), "repetitions": repetitions, "ebpf": [*ebpf, *skipped],
-                            "timeout": 300}}),
+        playbook=Playbook.model_validate(statx_playbook(threads=threads, ebpf=[*ebpf, *skipped],
+                                                        repetitions=repetitions, paths=paths)),
         testbed="grid5000",
         api_url="https://api.grid5000.fr/stable",
         phases={name: PhaseRecord(state="done", started_at=f"2026-11-27T15:0{i}:00Z",
@@ -247,4 +273,82 @@ def make_run(
     if "on" in ebpf and TARGET in paths:
         per_node = repetitions * sum(target_calls(count, paths) for count in threads)
         write_exports(run_dir, {node: float(per_node if override else 0) for node in nodes})
+    return run_dir
+
+
+#: sysbench's memory test as a regex workload: a numeric parameter (threads) and a text one (block).
+SYSBENCH = {
+    "command": "sysbench memory --threads={threads} --memory-block-size={block} run",
+    "output": "regex",
+    "pattern": r"\((?P<ops_per_s>[0-9.]+) per second\)[\s\S]*?avg:\s+(?P<latency_ms>[0-9.]+)",
+}
+SYSBENCH_PARAMETERS = {"threads": [1, 2, 4], "block": ["4k", "64k"]}
+SYSBENCH_EXCLUDE = [{"threads": 4, "block": "64k"}]
+
+
+def sysbench_metrics(parameters: Mapping[str, object], node_index: int, repetition: int) -> dict[str, float]:
+    """What a node's sysbench reports: known in advance so tests can check the report's numbers."""
+    threads = int(str(parameters["threads"]))
+    per_block = 1.0 if parameters["block"] == "4k" else 0.25
+    return {"ops_per_s": 1_000_000 * threads * per_block + 1000 * node_index + 100 * repetition,
+            "latency_ms": 0.5 * threads / per_block + 0.01 * node_index}  # fmt: skip
+
+
+def make_workload_run(
+    root: Path,
+    workload: Mapping[str, object] = SYSBENCH,
+    parameters: Mapping[str, Sequence[object]] = SYSBENCH_PARAMETERS,
+    *,
+    metrics: Callable[[Mapping[str, object], int, int], dict[str, float]] = sysbench_metrics,
+    exclude: Sequence[Mapping[str, object]] = SYSBENCH_EXCLUDE,
+    repetitions: int = 2,
+    nodes: Sequence[str] = NODES,
+) -> Path:
+    """A finished run of a workload other than statx-bench, its result files as the bench phase writes them."""
+    run_id = "sysbench-20261127T150000-cd34"
+    run_dir = root / run_id
+    collector = "gros-1.nancy.grid5000.fr"
+    playbook = Playbook.model_validate({
+        "version": 2, "name": "sysbench", "testbed": "grid5000",
+        "reservation": {"site": "nancy", "walltime": "1:00",
+                        "roles": {"collector": {"nodes": 1, "cluster": "gros"},
+                                  "exporter": {"nodes": len(nodes), "cluster": "gros"}}},
+        "bench": {"roles": ["exporter"], "workload": dict(workload),
+                  "parameters": {name: list(values) for name, values in parameters.items()},
+                  "exclude": [dict(entry) for entry in exclude], "repetitions": repetitions},
+    })  # fmt: skip
+    record = RunRecord(
+        run_id=run_id,
+        playbook_path="playbooks/sysbench.yaml",
+        playbook=playbook,
+        testbed="grid5000",
+        api_url="https://api.grid5000.fr/stable",
+        phases={name: PhaseRecord(state="done", started_at=f"2026-11-27T15:0{i}:00Z",
+                                  finished_at=f"2026-11-27T15:0{i}:4{i}Z")
+                for i, name in enumerate(("reserve", "deploy", "bench"))},
+        roles={"collector": [collector], "exporter": list(nodes)},
+    )  # fmt: skip
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps(record.model_dump(mode="json"), indent=2))
+    assert playbook.bench is not None
+    for combination in playbook.bench.combinations():
+        for index, node in enumerate(nodes):
+            found = metrics(combination.values, index, combination.repetition)
+            output = " ".join(f"{name}={value}" for name, value in found.items())
+            document = {
+                "run_id": run_id,
+                "node": node,
+                "combination": {"key": combination.key, "repetition": combination.repetition,
+                                "parameters": combination.values},
+                "command": playbook.bench.workload.command.format(**combination.values),
+                "duration_s": 10.0,
+                "finished_at": "2026-11-27T15:02:30Z",
+                "metrics": found,
+                "result": None,
+                "output_tail": output,
+            }  # fmt: skip
+            path = run_dir / "bench" / combination.key / f"{node}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(document, indent=1))
+    (run_dir / "bench" / "sweep.json").write_text(json.dumps({"pairs": {}}))
     return run_dir

@@ -21,7 +21,7 @@ from tests.deploy.common import KEY, deploy_job
 
 ENVIRONMENT = "http://public.nancy.grid5000.fr/~jdoe/statx.yaml"
 PLAYBOOK = f"""
-version: 1
+version: 2
 name: exp
 testbed: grid5000
 reservation:

@@ -44,7 +44,7 @@ SPEED = 600.0
 BOOT_BUDGET = 60 * SPEED
 DEPLOY_SECONDS = 120.0
 PLAYBOOK = f"""
-version: 1
+version: 2
 name: exp
 testbed: grid5000
 reservation:

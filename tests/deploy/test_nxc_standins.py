@@ -33,7 +33,7 @@ NAMES = [f"gros-{i}.nancy.grid5000.fr" for i in range(1, 5)]
 MARKER = "statx-20261127T150000-ab12-k9"
 DOWN = 2.0
 PLAYBOOK = f"""
-version: 1
+version: 2
 name: exp
 testbed: grid5000
 reservation:

@@ -91,7 +91,7 @@ ARTIFACTS = {
     **PHASE,
 }
 PLAYBOOK = """
-version: 1
+version: 2
 name: exp
 testbed: grid5000
 reservation:

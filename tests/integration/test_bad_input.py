@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import playbook_text
 
 GOOD = playbook_text()
-BENCH = GOOD + "bench:\n  paths: [/etc/hostname]\n"
+BENCH = GOOD + 'bench:\n  workload: {command: "statx-bench --json --path /etc/hostname"}\n'
 # The classic "billion laughs": nine levels of ten aliases each, 10^9 strings once expanded.
 LAUGHS = (
     GOOD
@@ -18,15 +18,15 @@ LAUGHS = (
 )
 
 PLAYBOOK_CASES = {
-    "not-yaml": ("version: 1\nname: [unclosed\n", "exp.yaml:3: not valid YAML"),
+    "not-yaml": ("version: 2\nname: [unclosed\n", "exp.yaml:3: not valid YAML"),
     "not-a-mapping": ("- version: 1\n", "a playbook is a YAML mapping"),
-    "version": (GOOD.replace("version: 1", "version: 2"), "exp.yaml:1: version: 2 is not allowed; expected 1"),
+    "version": (GOOD.replace("version: 2", "version: 3"), "exp.yaml:1: version: 3 is not allowed; expected 2"),
     "name-missing": (GOOD.replace("name: exp\n", ""), "name: missing (this field is required)"),
     "name-spaces": (GOOD.replace("name: exp", "name: My Run"), "exp.yaml:2: name: 'My Run': use lower-case"),
     "testbed": (GOOD.replace("testbed: grid5000", "testbed: cloud"), "testbed: 'cloud' is not allowed"),
-    "reservation-missing": ("version: 1\nname: exp\ntestbed: grid5000\n", "reservation: missing"),
+    "reservation-missing": ("version: 2\nname: exp\ntestbed: grid5000\n", "reservation: missing"),
     "roles-empty": (
-        "version: 1\nname: exp\ntestbed: grid5000\nreservation:\n  site: nancy\n  roles: {}\n",
+        "version: 2\nname: exp\ntestbed: grid5000\nreservation:\n  site: nancy\n  roles: {}\n",
         "exp.yaml:6: reservation.roles: no roles: add at least one",
     ),
     "nodes-zero": (
@@ -77,7 +77,7 @@ PLAYBOOK_CASES = {
         GOOD.replace("nodes: 2", "nodes: 1" + "0" * 5000),
         "reservation.roles.exporter.nodes",
     ),
-    "iterations-true": (BENCH + "  iterations: true\n", "bench.iterations: Input should be a valid integer"),
+    "repetitions-true": (BENCH + "  repetitions: true\n", "bench.repetitions: Input should be a valid integer"),
     "port-yes": (GOOD + "collect:\n  port: yes\n", "collect.port: Input should be a valid integer"),
     "types-semicolon": (GOOD + "  types: [deploy;reboot]\n", "reservation.types: job type 'deploy;reboot'"),
     "types-and-and": (GOOD + "  types: [night&&reboot]\n", "reservation.types: job type 'night&&reboot'"),
@@ -115,9 +115,9 @@ PLAYBOOK_CASES = {
     ),
     # Typos name the right section's keys, with a suggestion.
     "bench-typo": (
-        BENCH + "  iteratons: 5\n",
-        "bench.iteratons: unknown key (check its spelling and where it is indented); did you mean iterations? "
-        "allowed under bench: roles, paths, iterations, warmup",
+        BENCH + "  repetition: 5\n",
+        "bench.repetition: unknown key (check its spelling and where it is indented); did you mean repetitions? "
+        "allowed under bench: roles, workload, parameters, exclude",
     ),
     "deploy-typo": (
         GOOD + "deploy:\n  method: nxc\n  retrys: 1\n",
@@ -134,8 +134,25 @@ PLAYBOOK_CASES = {
         "did you mean public_key? allowed under deploy.binary_cache: url, public_key",
     ),
     # Only the documented words switch eBPF.
-    "ebpf-yes": (BENCH + "  ebpf: [off, yes]\n", "bench.ebpf.1: 'yes' is not allowed; expected 'on' or 'off'"),
-    "ebpf-true": (BENCH + "  ebpf: [true]\n", "bench.ebpf.0: True is not allowed; expected 'on' or 'off'"),
+    "ebpf-yes": (BENCH + "  parameters: {ebpf: [off, yes]}\n", "bench.parameters: ebpf: ['off', 'yes']: a reserved"),
+    "ebpf-true": (BENCH + "  parameters: {ebpf: [true]}\n", "bench.parameters.ebpf.0"),
+    # Bad workloads, named before anything is submitted.
+    "workload-unknown-field": (
+        GOOD + 'bench:\n  workload: {command: "sleep {secs}"}\n',
+        "bench.workload.command: {secs} is not a parameter",
+    ),
+    "workload-regex-without-groups": (
+        GOOD + 'bench:\n  workload: {command: "echo 1", output: regex, pattern: "[0-9]+"}\n',
+        "bench.workload.pattern: '[0-9]+' has no named group",
+    ),
+    "workload-empty-parameter": (
+        GOOD + 'bench:\n  workload: {command: "sleep {s}"}\n  parameters: {s: []}\n',
+        "bench.parameters.s: List should have at least 1 item",
+    ),
+    "workload-reserved-name": (
+        GOOD + 'bench:\n  workload: {command: "sleep {node}"}\n  parameters: {node: [a]}\n',
+        "bench.parameters: node: a reserved name",
+    ),
     # Bounded reading.
     "recursive-alias": (GOOD + "  types: &types [*types]\n", "exp.yaml:11: alias *types is used inside its own anchor"),
     "deep-nesting": (GOOD + "deep: " + "[" * 3000 + "]" * 3000 + "\n", "nested deeper than"),

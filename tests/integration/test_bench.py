@@ -18,7 +18,7 @@ from g5kdeploy.testbeds.loopback import stop_nodes
 from tests.conftest import spawn_g5k
 
 PLAYBOOK = """\
-version: 1
+version: 2
 name: benchtest
 testbed: local
 reservation:
@@ -30,12 +30,16 @@ reservation:
   max_wait: "0:05"
 bench:
   roles: [exporter]
-  paths: [/etc/hostname, /nonexistent/statx-target]
-  iterations: {iterations}
-  warmup: 10
-  threads: [1, 2]
+  workload:
+    command: >-
+      statx-bench --json --iterations {iterations} --warmup 10 --threads {{threads}}
+      --path /etc/hostname --path /nonexistent/statx-target
+    metrics: {{calls_per_s: calls_per_s, p50_ns: latency_ns.p50, p99_ns: latency_ns.p99}}
+    artifacts: [statx-bench]
+  parameters:
+    threads: [1, 2]
+    ebpf: [off, on]
   repetitions: {repetitions}
-  ebpf: [off, on]
   timeout: 60
 """
 
@@ -50,9 +54,10 @@ def local_run(tmp_path, monkeypatch):
     monkeypatch.setenv("G5K_RESULTS_DIR", str(results))
     runner = CliRunner()
 
-    def make(*, iterations: int = 2000, repetitions: int = 2) -> tuple[str, Path]:
+    def make(*, iterations: int = 2000, repetitions: int = 2, bench: str | None = None) -> tuple[str, Path]:
         book = tmp_path / "bench.yaml"
-        book.write_text(PLAYBOOK.format(iterations=iterations, repetitions=repetitions))
+        text = PLAYBOOK.format(iterations=iterations, repetitions=repetitions)
+        book.write_text(text if bench is None else text[: text.index("bench:\n")] + bench)
         reserved = runner.invoke(app, ["reserve", str(book), "--json"])
         assert reserved.exit_code == 0, reserved.output
         run_id = json.loads(reserved.stdout)["run_id"]
@@ -168,3 +173,51 @@ def test_bench_without_a_bench_section_is_a_clear_error(local_run, tmp_path):
     result = g5k("bench", run_id)
     assert result.exit_code == 2
     assert "no bench section" in result.stderr
+
+
+REGEX_WORKLOAD = """\
+bench:
+  roles: [exporter]
+  workload:
+    # Not statx-bench: a script pushed as an artifact, its output read by a regular expression.
+    # Values are put in shell-quoted: {label} stays one word whatever it holds.
+    command: "add.sh {a} {b} {label} && echo rep={repetition}"
+    output: regex
+    pattern: 'sum=(?P<sum>[0-9]+) .*length=(?P<length>[0-9]+)'
+    artifacts: [tools/add.sh]
+  parameters:
+    a: [1, 2]
+    b: [10, 20]
+    label: ["two words", "x"]
+  exclude: [{b: 20, label: x}]
+  timeout: 30
+"""
+ADD = """#!/bin/sh
+[ "$1" = 2 ] && [ "$2" = 20 ] && { echo "nothing to see"; exit 0; }
+echo "sum=$(($1 + $2)) and length=${#3}"
+"""
+
+
+def test_any_command_sweeps_its_own_parameters_and_its_output_becomes_metrics(local_run, tmp_path):
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "add.sh").write_text(ADD)
+    (tmp_path / "tools" / "add.sh").chmod(0o755)
+    run_id, run_dir = local_run(bench=REGEX_WORKLOAD)
+    result = g5k("bench", run_id, "--json")
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    exporters = record(run_dir)["roles"]["exporter"]
+    # 2 x 2 x 2 combinations, minus the two with b=20 and label=x, on 2 nodes; a=2 b=20 prints no sum.
+    assert summary["results"] == 2 * (8 - 2) - 2
+    assert sorted(summary["failed"]) == [f"a-2_b-20_label-two-words_rep-1 on {node}" for node in exporters]
+    assert all("does not match the output: 'nothing to see\\nrep=1'" in why for why in summary["failed"].values())
+    rows = list(csv.DictReader((run_dir / "bench.csv").open()))
+    assert list(rows[0])[:7] == ["run_id", "combination", "a", "b", "label", "repetition", "node"]
+    assert list(rows[0])[-2:] == ["sum", "length"]
+    got = {(row["a"], row["b"], row["label"], row["node"]): (float(row["sum"]), float(row["length"])) for row in rows}
+    assert got[("1", "20", "two words", exporters[0])] == (21.0, 9.0)
+    assert got[("2", "10", "x", exporters[1])] == (12.0, 1.0)
+    assert not any(key[1] == "20" and key[2] == "x" for key in got)
+    one = json.loads((run_dir / "bench" / "a-1_b-10_label-x_rep-1" / f"{exporters[0]}.json").read_text())
+    assert one["metrics"] == {"sum": 11.0, "length": 1.0} and one["combination"]["parameters"]["label"] == "x"
+    assert one["command"] == "add.sh 1 10 x && echo rep=1" and "rep=1" in one["output_tail"]

@@ -13,7 +13,7 @@ from g5kdeploy.cli import app
 from g5kdeploy.payload import STATX_TARGET, STATX_TARGET_TEXT
 
 PLAYBOOK = """\
-version: 1
+version: 2
 name: deploytest
 testbed: local
 reservation:
@@ -30,9 +30,14 @@ deploy:
 {extra}
 bench:
   roles: [exporter]
-  paths: [/etc/hostname]
-  iterations: 1000
-  threads: [1]
+  workload:
+    command: >-
+      statx-bench --json --iterations 1000 --threads {{threads}}
+      --path /etc/hostname
+    metrics: {{calls_per_s: calls_per_s, p50_ns: latency_ns.p50, p99_ns: latency_ns.p99}}
+    artifacts: [statx-bench]
+  parameters:
+    threads: [1]
 """
 
 
@@ -82,15 +87,24 @@ def test_artifacts_reach_every_node_with_their_checksums_and_bench_uses_them(res
         assert hashlib.sha256(pushed.read_bytes()).hexdigest() == expected
         assert saved["deploy"]["nodes"][node]["state"] == "verified"
         assert saved["deploy"]["nodes"][node]["facts"]["sha256"]["artifacts/statx-bench"] == expected
-    assert saved["bench_binary"] == "./artifacts/statx-bench"
+    # The deploy pushed the workload's artifacts: the bench phase has nothing left to push.
+    assert saved["provided"] == ["statx-bench"]
 
     again = json.loads(g5k("deploy", run_id, "--json").stdout)
     assert again["plan"]["to_deploy"] == []
     assert all(state["attempts"] == 1 for state in record(run_dir)["deploy"]["nodes"].values())
 
+    stamps = {
+        node: (Path(w) / "artifacts" / "statx-bench").stat().st_mtime_ns
+        for node, w in saved["access"]["workdirs"].items()
+    }
     bench = g5k("bench", run_id, "--json")
     assert bench.exit_code == 0, bench.output
     assert json.loads(bench.stdout)["new"] == 2
+    assert stamps == {
+        node: (Path(w) / "artifacts" / "statx-bench").stat().st_mtime_ns
+        for node, w in saved["access"]["workdirs"].items()
+    }
 
 
 def break_node(run_dir: Path, node: str) -> None:

@@ -18,7 +18,7 @@ from g5kdeploy.testbeds.loopback import stop_nodes
 from tests.conftest import spawn_g5k
 
 PLAYBOOK = """\
-version: 1
+version: 2
 name: faults
 testbed: local
 reservation:
@@ -32,11 +32,16 @@ deploy:
   method: artifacts
 bench:
   roles: [exporter]
-  paths: [/tmp/g5k-statx-target, /etc/hostname]
-  iterations: REPLACE_ITERATIONS
-  threads: [1]
+  workload:
+    command: >-
+      statx-bench --json --iterations REPLACE_ITERATIONS --threads {threads}
+      --path /tmp/g5k-statx-target --path /etc/hostname
+    metrics: {calls_per_s: calls_per_s, p50_ns: latency_ns.p50, p99_ns: latency_ns.p99}
+    artifacts: [statx-bench]
+  parameters:
+    threads: [1]
+    ebpf: ["off"]
   repetitions: REPLACE_REPETITIONS
-  ebpf: ["off"]
 collect:
   role: collector
   step: 0.5

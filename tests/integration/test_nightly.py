@@ -21,7 +21,7 @@ from tests.conftest import USER
 from tests.integration.test_reserve import hog
 
 NIGHTLY = """\
-version: 1
+version: 2
 name: nightly
 testbed: grid5000
 reservation:

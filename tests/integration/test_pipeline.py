@@ -20,7 +20,7 @@ from g5kdeploy.tools.prometheus import PrometheusClient, serve_snapshot, snapsho
 from tests.conftest import spawn_g5k
 
 PLAYBOOK = """\
-version: 1
+version: 2
 name: pipe
 testbed: local
 reservation:
@@ -34,10 +34,15 @@ deploy:
   method: artifacts
 bench:
   roles: [exporter]
-  paths: [/etc/hostname]
-  iterations: 300000
-  threads: [1, 2]
-  ebpf: [off]
+  workload:
+    command: >-
+      statx-bench --json --iterations 300000 --threads {threads}
+      --path /etc/hostname
+    metrics: {calls_per_s: calls_per_s, p50_ns: latency_ns.p50, p99_ns: latency_ns.p99}
+    artifacts: [statx-bench]
+  parameters:
+    threads: [1, 2]
+    ebpf: [off]
 collect:
   role: collector
   step: 0.5
@@ -95,6 +100,20 @@ def test_run_produces_a_verified_report_and_a_snapshot_that_reopens(env, tmp_pat
     # Written after the release: the archived report describes the finished run.
     assert "not yet" not in report and "| running |" not in report
     assert "| collect | done |" in report
+
+    # What each node ran, as CycloneDX: no Nix closure here, so the deployed artifacts and the kernel it reported.
+    manifest = {entry["path"] for entry in json.loads((run_dir / "manifest.json").read_text())["files"]}
+    for node in {node for members in record["roles"].values() for node in members}:
+        sbom = json.loads((run_dir / "sbom" / f"{node}.cdx.json").read_text())
+        assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
+        assert f"sbom/{node}.cdx.json" in manifest
+        kernel = next(c for c in sbom["components"] if c["name"] == "linux")
+        assert kernel["version"] == json.loads((run_dir / "nodes" / f"{node}.json").read_text())["kernel"]
+        assert "no Nix closure on the local testbed" in json.dumps(sbom["metadata"])
+    exporter_sbom = json.loads((run_dir / "sbom" / f"{record['roles']['exporter'][0]}.cdx.json").read_text())
+    bench_binary = next(c for c in exporter_sbom["components"] if c["name"].endswith("statx-bench"))
+    assert bench_binary["hashes"][0]["content"] == record["deploy"]["plan"]["files"][bench_binary["name"]]
+    assert "## SBOM" in report and f"sbom/{record['roles']['exporter'][0]}.cdx.json" in report
 
     assert g5k("verify", str(run_dir)).exit_code == 0
     (run_dir / "bench.csv").write_text((run_dir / "bench.csv").read_text().replace("300000", "300001"))

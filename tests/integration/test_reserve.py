@@ -161,7 +161,7 @@ def test_site_auto_picks_a_site_with_room_and_says_why_not_the_others(g5k, sim, 
     hog(sim, nodes=124)
     book = write_playbook(
         tmp_path,
-        "version: 1\nname: exp\ntestbed: grid5000\nreservation:\n  site: [nancy, rennes]\n"
+        "version: 2\nname: exp\ntestbed: grid5000\nreservation:\n  site: [nancy, rennes]\n"
         "  roles:\n    exporter: {nodes: 4}\n  walltime: 1:00\n  max_wait: 0:05\n",
     )
     result = g5k("-v", "reserve", str(book), "--json")

@@ -47,7 +47,7 @@ def parse_unit(text: str) -> configparser.ConfigParser:
 def playbook(tmp_path: Path) -> Path:
     path = tmp_path / "my experiments" / "statx.yaml"
     path.parent.mkdir()
-    path.write_text("version: 1\n")
+    path.write_text("version: 2\n")
     return path
 
 
@@ -88,7 +88,7 @@ def test_bad_names_and_commands_are_refused(tmp_path: Path, playbook: Path) -> N
 def test_specifiers_and_variables_stay_literal(tmp_path: Path) -> None:
     odd = tmp_path / "100% $HOME"
     odd.mkdir()
-    (odd / "p.yaml").write_text("version: 1\n")
+    (odd / "p.yaml").write_text("version: 2\n")
     units = systemd_units(odd / "p.yaml", g5k=G5K, results_dir=tmp_path, on_calendar="18:30", name="odd")
     service = parse_unit(units["odd.service"])["Service"]
     assert '"' + str(odd).replace("%", "%%").replace("$", "$$") + '/p.yaml"' in service["ExecStart"]

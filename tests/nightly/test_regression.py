@@ -126,17 +126,21 @@ def test_run_summary_reads_nodes_clusters_config_and_overrides(tmp_path):
     (summary,) = load_history(tmp_path, PLAYBOOK)
     assert summary.run_id == run_id and summary.hardware == "grisou" and summary.kernel_config == "a" * 64
     assert summary.nodes == ("grisou-2.nancy.grid5000.fr", "grisou-3.nancy.grid5000.fr")
-    assert sorted(summary.values) == [(1, "off"), (1, "on"), (2, "off"), (2, "on")]
-    assert summary.values[1, "off"]["p50_ns"] == [1500.0] * 3
-    assert summary.values[2, "on"]["calls_per_s"] == pytest.approx([600_000 * 2 * 0.8] * 3)
+    assert sorted(summary.values) == ["threads=1 ebpf=off", "threads=1 ebpf=on", "threads=2 ebpf=off",
+                                      "threads=2 ebpf=on"]  # fmt: skip
+    assert summary.values["threads=1 ebpf=off"]["p50_ns"] == [1500.0] * 3
+    assert summary.values["threads=2 ebpf=on"]["calls_per_s"] == pytest.approx([600_000 * 2 * 0.8] * 3)
     # Two exporters, each at half of the 400 000 total: the last value of each overridden series, summed.
     assert summary.override_total == pytest.approx(400_000)
     assert read_override_total(tmp_path / "nowhere.csv") is None
 
 
-def test_unknown_metric_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown metric"):
-        detect([], metrics=["p42_ns"])
+def test_a_metric_without_a_known_direction_is_refused():
+    # Whether "sum" going up is a regression cannot be guessed: a wrong guess would pass a regression as an
+    # improvement, so the caller must say.
+    with pytest.raises(ValueError, match="unknown direction for sum: say whether higher is better"):
+        detect([], metrics=["p50_ns", "sum"])
+    assert detect([], metrics=["sum"], higher_is_better={"sum": True}).parameters["higher_is_better"] == {"sum": True}
 
 
 def test_nightly_report_files(tmp_path):

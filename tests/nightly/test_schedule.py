@@ -10,8 +10,10 @@ import pytest
 
 from g5kdeploy.errors import ConfigError
 from g5kdeploy.nightly.phase import SUBMIT_SECONDS, plan_night
-from g5kdeploy.nightly.schedule import Slot, _at, explain, is_working_day, next_slot, windows
+from g5kdeploy.nightly.schedule import Slot, explain, next_slot
 from g5kdeploy.playbook import PARIS, parse_playbook
+from g5kdeploy.reserve.policy import is_working_day, windows
+from g5kdeploy.reserve.policy import paris_at as _at
 
 HOUR = 3600
 
@@ -198,7 +200,7 @@ def test_a_faster_clock_leaves_the_agent_its_wall_seconds_to_submit() -> None:
     """At simulator speed 600, 5 minutes of API time are half a wall second: the slot that starts now must
     leave the agent its few wall seconds to submit, or OAR refuses it as already past."""
     playbook = parse_playbook(
-        "version: 1\nname: n\ntestbed: grid5000\n"
+        "version: 2\nname: n\ntestbed: grid5000\n"
         "reservation: {site: nancy, roles: {node: {nodes: 1, cluster: gros}}, walltime: '1:00'}\n"
         "nightly: {start: '19:05', walltime: '2:00'}\n"
     )

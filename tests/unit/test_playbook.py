@@ -8,7 +8,7 @@ from g5kdeploy.playbook import load_playbook, parse_playbook
 REPO = Path(__file__).resolve().parents[2]
 
 GOOD = """\
-version: 1
+version: 2
 name: statx
 testbed: grid5000
 reservation:
@@ -23,7 +23,8 @@ reservation:
 @pytest.mark.parametrize("path", sorted((REPO / "playbooks").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_playbooks_load(path):
     playbook = load_playbook(path)
-    assert set(playbook.reservation.roles) == {"collector", "exporter"}
+    assert playbook.collect is not None and playbook.collect.role == "collector"
+    assert playbook.bench is not None and set(playbook.bench_roles) < set(playbook.reservation.roles)
 
 
 def test_unquoted_walltime_is_hours_and_minutes_not_sexagesimal():
@@ -74,9 +75,15 @@ BENCH = (
     + """\
 bench:
   roles: [exporter]
-  paths: [/etc/hostname]
-  threads: [1, 4]
-  ebpf: [on, off]
+  workload:
+    command: >-
+      statx-bench --json --iterations 1000 --threads {threads}
+      --path /etc/hostname
+    metrics: {calls_per_s: calls_per_s, p50_ns: latency_ns.p50, p99_ns: latency_ns.p99}
+    artifacts: [statx-bench]
+  parameters:
+    threads: [1, 4]
+    ebpf: [on, off]
 """
 )
 
@@ -84,27 +91,108 @@ bench:
 def test_bench_section_reads_yaml_on_off_as_ebpf_states():
     bench = parse_playbook(BENCH).bench
     assert bench is not None
-    assert bench.ebpf == ["on", "off"]
-    assert bench.threads == [1, 4]
+    assert bench.ebpf_states == ["on", "off"]
+    assert bench.parameters["threads"] == [1, 4]
+
+
+def test_the_sweep_is_the_product_of_the_parameters_minus_the_exclusions_repetitions_outermost():
+    text = BENCH.replace(
+        "    ebpf: [on, off]\n", "    ebpf: [on, off]\n  exclude: [{threads: 4, ebpf: on}]\n  repetitions: 2\n"
+    )
+    bench = parse_playbook(text).bench
+    assert bench is not None
+    assert [combination.key for combination in bench.combinations()] == [
+        "threads-1_ebpf-on_rep-1", "threads-1_ebpf-off_rep-1", "threads-4_ebpf-off_rep-1",
+        "threads-1_ebpf-on_rep-2", "threads-1_ebpf-off_rep-2", "threads-4_ebpf-off_rep-2",
+    ]  # fmt: skip
+
+
+def test_a_version_1_playbook_gets_the_exact_rewrite_of_its_bench_section():
+    old = (Path(__file__).parents[2] / "playbooks" / "statx-local.yaml").read_text()
+    old = old.replace("version: 2\n", "version: 1\n")
+    old = (
+        old[: old.index("bench:\n")]
+        + (
+            "bench:\n  roles: [exporter]\n  paths: [/tmp/g5k-statx-target, /etc/hostname]\n  iterations: 5000\n"
+            "  threads: [1, 2]\n  ebpf: [off, on]\n  repetitions: 3\n"
+        )
+        + old[old.index("collect:\n") :]
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_playbook(old, source="old.yaml")
+    message = str(caught.value)
+    assert message.startswith("old.yaml: version: 1 is the statx-only format")
+    rewrite = message[message.index("version: 2\n") :]
+    fixed = old.replace("version: 1\n", "")
+    fixed = rewrite + "\n" + fixed[: fixed.index("bench:\n")] + fixed[fixed.index("collect:\n") :]
+    bench = parse_playbook(fixed).bench
+    assert (
+        bench is not None and bench.repetitions == 3 and bench.parameters == {"threads": [1, 2], "ebpf": ["off", "on"]}
+    )
+    assert "--iterations 5000" in bench.workload.command and "--path /tmp/g5k-statx-target" in bench.workload.command
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         (("roles: [exporter]", "roles: [exporter, loader]"), ":11: bench.roles: loader not among reservation.roles"),
-        (("paths: [/etc/hostname]", "paths: [etc/hostname]"), "bench.paths: 'etc/hostname' is relative"),
-        (("paths: [/etc/hostname]", "paths: []"), "bench.paths: List should have at least 1 item"),
-        (("threads: [1, 4]", "threads: [1, 1]"), "bench.threads: [1, 1] repeats an entry"),
-        (("threads: [1, 4]", "threads: [0]"), "bench.threads.0: Input should be greater than 0"),
-        (("ebpf: [on, off]", "ebpf: [maybe]"), "bench.ebpf.0: 'maybe' is not allowed; expected 'on' or 'off'"),
-        (("paths: [/etc/hostname]", "paths: [/etc/hostname]\n  timeout: -1"), "bench.timeout: Input should be greater"),
-        (("paths: [/etc/hostname]", "paths: [/etc/hostname]\n  repeats: 3"), "bench.repeats: unknown key"),
+        (("threads: [1, 4]", "threads: [1, 1]"), "bench.parameters: threads: [1, 1] repeats a value"),
+        (("threads: [1, 4]", "threads: []"), "bench.parameters.threads: List should have at least 1 item"),
+        (
+            ("ebpf: [on, off]", "ebpf: [maybe]"),
+            "ebpf: ['maybe']: a reserved parameter, attaching the run's eBPF "
+            'programs: its values are "on" and "off"',
+        ),
+        (("threads: [1, 4]", "threads: [1, 4]\n    repetition: [1]"), "bench.parameters: repetition: a reserved name"),
+        (
+            ("--threads {threads}", "--threads {threds}"),
+            "bench.workload.command: {threds} is not a parameter; known: threads, ebpf, repetition, node",
+        ),
+        (("--threads {threads}", "--threads 1"), "bench.parameters: threads is not used in bench.workload.command"),
+        (("--threads {threads}", "--threads {threads!r}"), "{threads}: no format spec or conversion"),
+        (("--threads {threads}", "--threads {threads"), "bench.workload.command: "),
+        (
+            ("    artifacts: [statx-bench]", "    output: regex\n    pattern: 'calls=[0-9]+'"),
+            "bench.workload.pattern: 'calls=[0-9]+' has no named group",
+        ),
+        (
+            ("    artifacts: [statx-bench]", "    output: regex"),
+            "bench.workload.pattern: output: regex needs a pattern",
+        ),
+        (
+            ("    artifacts: [statx-bench]", "    output: regex\n    pattern: '(?P<x>[0-9]+'"),
+            "bench.workload.pattern: not a regular expression",
+        ),
+        (("    artifacts: [statx-bench]", "    output: csv\n    pattern: 'x'"), "pattern: only for output: regex"),
+        (("    artifacts: [statx-bench]", "    artifacts: [../elsewhere]"), "an artifact is statx-bench or a path"),
+        (
+            ("    ebpf: [on, off]", "    ebpf: [on, off]\n  exclude: [{threads: 3}]"),
+            "bench.exclude: entry 1: threads: 3 is not one of its values",
+        ),
+        (
+            ("    ebpf: [on, off]", "    ebpf: [on, off]\n  exclude: [{ebpf: on}, {ebpf: off}]"),
+            "bench.exclude: every combination is excluded",
+        ),
+        (("  parameters:", "  timeout: -1\n  parameters:"), "bench.timeout: Input should be greater"),
+        (("  parameters:", "  repeats: 3\n  parameters:"), "bench.repeats: unknown key"),
+        (("  parameters:", "  iterations: 3\n  parameters:"), "bench: iterations are version-1 keys"),
     ],
 )
 def test_bad_bench_sections_are_refused_with_the_field(change, expected):
+    assert change[0] in BENCH
     with pytest.raises(ConfigError) as caught:
         parse_playbook(BENCH.replace(*change), source="b.yaml")
     assert expected in str(caught.value)
+
+
+def test_an_artifact_that_is_not_next_to_the_playbook_is_named_before_anything_runs(tmp_path):
+    book = tmp_path / "b.yaml"
+    book.write_text(BENCH.replace("    artifacts: [statx-bench]", "    artifacts: [statx-bench, tools/run.sh]"))
+    with pytest.raises(ConfigError, match=r"bench.workload.artifacts: tools/run.sh is neither statx-bench nor a file"):
+        load_playbook(book)
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "run.sh").write_text("#!/bin/sh\n")
+    assert load_playbook(book).bench is not None
 
 
 def test_types_take_the_oar_forms_and_refuse_shell_characters():
@@ -145,7 +233,10 @@ def test_aliases_share_settings_but_cannot_expand_without_bound():
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("bench:\n  paths: [/etc/hostname]\n  iteratons: 5\n", "did you mean iterations? allowed under bench: roles,"),
+        (
+            "bench:\n  workload: {command: x}\n  repetition: 5\n",
+            "did you mean repetitions? allowed under bench: roles,",
+        ),
         ("deploy:\n  method: nxc\n  flavor: g5k-image\n", "did you mean flavour? allowed under deploy: method,"),
         ("collect:\n  quries: {}\n", "did you mean queries? allowed under collect: role, port, step, queries"),
         ("nightly:\n  metric: [p50_ns]\n", "did you mean metrics? allowed under nightly: start,"),
@@ -188,3 +279,96 @@ def test_the_wrong_file_lists_fifty_problems_then_a_count():
     assert len(lines) == 51
     assert lines[0].startswith("b.yaml:10: key0: unknown key")
     assert lines[-1] == "... and 250 more problems"
+
+
+# The kernel section: a nixpkgs branch or a pinned source, patches next to the playbook, options under
+# nix/kernel-options.json.
+REV = "0123456789abcdef0123456789abcdef01234567"
+SRI = "sha256-" + "A" * 43 + "="
+SOURCE = f"{{github: jdoe/linux, rev: {REV}, hash: '{SRI}', version: 6.13.2}}"
+
+
+def test_a_pinned_source_kernel_loads():
+    kernel = parse_playbook(GOOD + f"kernel:\n  source: {SOURCE}\n  config: {{NET_SCHED: m, HZ: 1000}}\n").kernel
+    assert kernel is not None and kernel.source is not None
+    assert (kernel.source.owner, kernel.source.repo, kernel.source.rev) == ("jdoe", "linux", REV)
+    assert kernel.config == {"NET_SCHED": "m", "HZ": "1000"}
+
+
+def test_the_default_kernel_is_the_6_12_branch():
+    kernel = parse_playbook(GOOD + "kernel: {config: {NET_SCHED: y}}\n").kernel
+    assert kernel is not None and kernel.nixpkgs_branch == "6.12"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{github: jdoe/linux, hash: 'SRI', version: 6.13.2}", "kernel.source.rev: missing: pin the source"),
+        (f"{{github: jdoe/linux, rev: {REV}, version: 6.13.2}}", "kernel.source.hash: missing: give the SRI hash"),
+        ("{github: jdoe/linux, rev: main, hash: 'SRI', version: 6.13.2}", "kernel.source.rev: 'main' is not a commit"),
+        (
+            f"{{github: jdoe/linux, rev: {REV}, hash: {'0' * 64}, version: 6.13.2}}",
+            "kernel.source.hash: '0000000000000000000000000000000000000000000000000000000000000000' is not an SRI",
+        ),
+        (f"{{github: linux, rev: {REV}, hash: 'SRI', version: 6.13.2}}", "kernel.source.github: 'linux': a GitHub"),
+    ],
+    ids=["no-rev", "no-hash", "branch-as-rev", "hex-hash", "no-owner"],
+)
+def test_an_unpinned_source_is_refused_naming_the_field(source, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_playbook(GOOD + f"kernel:\n  source: {source.replace('SRI', SRI)}\n")
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("{config: {BPF_KPROBE_OVERRIDE: n}}", "kernel.config.BPF_KPROBE_OVERRIDE: n contradicts nix/kernel-options"),
+        ("{config: {FUNCTION_TRACER: m}}", "kernel.config.FUNCTION_TRACER: m contradicts"),
+        ("{config: {CONFIG_NET_SCHED: y}}", "CONFIG_NET_SCHED: write the option without CONFIG_ (NET_SCHED)"),
+        (f"{{branch: '6.6', source: {SOURCE}}}", "kernel.branch: a kernel is a nixpkgs branch or a source"),
+        ("{branch: 6.10}", 'kernel.branch: 6.1: quote the branch, e.g. branch: "6.12"'),
+        ("{patches: [../outside.patch]}", "kernel.patches: '../outside.patch': a patch is a file inside"),
+    ],
+    ids=["contradiction-n", "contradiction-m", "config-prefix", "branch-and-source", "unquoted-branch", "outside"],
+)
+def test_a_bad_kernel_section_is_refused_naming_the_field(section, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_playbook(GOOD + f"kernel: {section}\n")
+    assert expected in str(caught.value)
+
+
+def test_an_option_the_override_needs_may_be_repeated_with_its_value():
+    kernel = parse_playbook(GOOD + "kernel: {config: {BPF_KPROBE_OVERRIDE: y}}\n").kernel
+    assert kernel is not None and kernel.config == {"BPF_KPROBE_OVERRIDE": "y"}
+
+
+def test_a_missing_patch_is_refused_with_its_index_and_where_it_was_looked_for(tmp_path):
+    (tmp_path / "ok.patch").write_text("--- a/x\n+++ b/x\n")
+    book = tmp_path / "exp.yaml"
+    book.write_text(GOOD + "kernel: {patches: [ok.patch, fixes/missing.patch]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_playbook(book)
+    message = str(caught.value)
+    assert "kernel.patches[1]: fixes/missing.patch is not a file next to the playbook" in message
+    assert str(tmp_path / "fixes/missing.patch") in message
+
+
+@pytest.mark.parametrize(
+    ("testbed", "section", "expected"),
+    [
+        ("vm", f"{{source: {SOURCE}}}", "kernel.source: the VM testbed builds Debian's linux-source-6.1"),
+        ("vm", "{branch: '6.6'}", "kernel.branch: the VM testbed builds Debian's linux-source-6.1"),
+        ("local", "{config: {NET_SCHED: y}}", "kernel: the local testbed runs this machine's kernel"),
+    ],
+)
+def test_a_kernel_the_testbed_cannot_build_is_refused(testbed, section, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_playbook(GOOD.replace("testbed: grid5000", f"testbed: {testbed}") + f"kernel: {section}\n")
+    assert expected in str(caught.value)
+
+
+def test_the_vm_testbed_takes_patches_and_config():
+    text = GOOD.replace("testbed: grid5000", "testbed: vm") + "kernel: {patches: [a.patch], config: {NET_SCHED: y}}\n"
+    kernel = parse_playbook(text).kernel
+    assert kernel is not None and kernel.patches == ["a.patch"]

@@ -13,7 +13,7 @@ from g5kdeploy.playbook import parse_playbook
 from g5kdeploy.results import JobEntry, JobPart, RunRecord, RunStore
 
 PLAYBOOK = """
-version: 1
+version: 2
 name: exp
 testbed: local
 reservation:

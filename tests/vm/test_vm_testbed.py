@@ -98,13 +98,13 @@ def test_the_vm_main_job_runs_the_experiment_and_proves_it(env):
 
     documents = results_of(run_dir)
     # Every combination of the sweep ran, eBPF on included, on both VM nodes.
-    assert {(d["combination"]["ebpf"], d["node"]) for d in documents} == {
+    assert {(d["combination"]["parameters"]["ebpf"], d["node"]) for d in documents} == {
         (state, node) for state in ("off", "on") for node in record["roles"]["exporter"]
     }
     target_calls: dict[str, int] = {}
     for document in documents:
         answers = document["result"]["statx"]
-        if document["combination"]["ebpf"] == "on":
+        if document["combination"]["parameters"]["ebpf"] == "on":
             assert answers[STATX_TARGET]["size"] == FAKE_SIZE
             target_calls[document["node"]] = target_calls.get(document["node"], 0) + _calls_on(document, STATX_TARGET)
         else:
