@@ -1263,7 +1263,7 @@ def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
 
 def _describe(error: Any, root: yaml.Node | None, source: str) -> str:
     loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
-    named = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", str(error.get("ctx", {}).get("error", "")))
+    named = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_]+)+): (.*)$", str(error.get("ctx", {}).get("error", "")))
     if named and named.group(1).startswith(".".join(str(part) for part in loc)):
         # A check across sections names the field it is about at the start of its message.
         loc = tuple(named.group(1).split("."))

@@ -32,5 +32,10 @@ stamp=.venv/.g5kdeploy-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test,vm]'
+  # EnOSlib 10.9.0, a client the simulator's tests run unchanged, pins rich~=12.0 and paramiko<=3.5.1, older
+  # than typer and fabric need: it is installed without its pins (its G5k provider works with ours).
+  .venv/bin/python -m pip install -q --no-deps 'enoslib==10.9.0'
+  .venv/bin/python -m pip install -q 'enoslib-ansible>=4,<11' cryptography 'jsonschema>=3,<5' 'netaddr~=0.8.0' \
+    'requests[socks]' 'sshtunnel>=0.3.1' 'packaging>=21.3'
   touch "$stamp"
 fi

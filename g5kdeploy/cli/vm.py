@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from g5kdeploy.cli.common import handle_errors, print_json, settings
+from g5kdeploy.playbook import load_playbook
 from g5kdeploy.signals import terminate_as_interrupt
 from g5kdeploy.tools.kernel import ensure_kernel
 
@@ -18,10 +20,14 @@ app = typer.Typer(help="The VM testbed's tools.", no_args_is_help=True)
 @handle_errors
 def kernel_command(
     ctx: typer.Context,
+    playbook: Annotated[
+        Path | None, typer.Argument(help="A VM playbook whose kernel section (patches, config) to build with.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the kernel's cache entry as JSON.")] = False,
 ) -> None:
     """Build the experiment's VM kernel if the cache lacks it (a run would build it first), and say where it is."""
     state = settings(ctx)
+    book = load_playbook(playbook) if playbook is not None else None
     terminate_as_interrupt()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
@@ -31,7 +37,7 @@ def kernel_command(
         def show(step: str, done: int, total: int | None) -> None:
             progress.update(task, description=step, completed=done, total=total)
 
-        kernel = ensure_kernel(on_progress=show)
+        kernel = ensure_kernel(kernel=book.kernel if book else None, playbook_path=playbook, on_progress=show)
     described: dict[str, Any] = {"release": kernel.release, "directory": str(kernel.directory)}
     if as_json:
         print_json(described)

@@ -71,7 +71,7 @@ def reserve(
     store.save(record)
     api: Api | None = None
     try:
-        testbed.preflight(playbook, on_progress=on_build)
+        testbed.preflight(playbook, on_progress=on_build, playbook_path=Path(record.playbook_path))
         check_ebpf(record, testbed)
         api = testbed.open(record, store)
         if not record.jobs:

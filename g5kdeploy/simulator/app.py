@@ -110,7 +110,9 @@ def _authenticate() -> Response | None:
 def create_app(sim: Simulator) -> Flask:
     """The API under `/<api_version>`, serving `sim`."""
     from g5kdeploy.simulator.routes_jobs import jobs_blueprint
-    from g5kdeploy.simulator.routes_reference import reference_blueprint
+    from g5kdeploy.simulator.routes_kavlan import kavlan_blueprint
+    from g5kdeploy.simulator.routes_oarapi import oarapi_blueprint
+    from g5kdeploy.simulator.routes_reference import SID, reference_blueprint
 
     app = Flask("g5kdeploy.simulator")
     app.config["SIMULATOR"] = sim
@@ -118,6 +120,12 @@ def create_app(sim: Simulator) -> Flask:
     prefix = f"/{sim.config.api_version}"
     app.register_blueprint(reference_blueprint, url_prefix=prefix)
     app.register_blueprint(jobs_blueprint, url_prefix=prefix)
+    app.register_blueprint(oarapi_blueprint, url_prefix=prefix)
+    app.register_blueprint(kavlan_blueprint, url_prefix=prefix)
+    if prefix != SID:
+        # The real front proxy serves the development version beside the stable one.
+        for blueprint in (reference_blueprint, jobs_blueprint, oarapi_blueprint, kavlan_blueprint):
+            app.register_blueprint(blueprint, url_prefix=SID, name=f"sid_{blueprint.name}")
     app.before_request(_authenticate)
     app.wsgi_app = BodyGuard(app.wsgi_app)  # type: ignore[method-assign]
 
@@ -128,7 +136,7 @@ def create_app(sim: Simulator) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         if exc.code == 404:
-            path = request.path.removeprefix(prefix)
+            path = request.path.removeprefix(SID if request.path.startswith(f"{SID}/") else prefix)
             return text(f"Cannot find resource {path}", 404)
         # g5k-api answers with the bare reason phrase, e.g. `Method Not Allowed` for a 405.
         return text(exc.name, exc.code or 500)

@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from g5kdeploy.simulator import kavlan
 from g5kdeploy.simulator.records import ACTIVE_STATES, Job
 from g5kdeploy.simulator.scheduler import Gantt, PartNeed, Planner, earliest, grows_monotonically
 
 FIRST_JOB_UID = 1894417
-# A started job or reservation as the gantt holds it: uid, start, end, nodes.
+# Distinct requests whose needs are shared between alike jobs; beyond that the table starts afresh (sharing
+# only saves time: the planner recognises alike requests by identity).
+SHARED_NEEDS_LIMIT = 256
+# A started job or reservation as the gantt holds it: uid, start, end, nodes and VLAN slots.
 Booked = tuple[int, float, float, tuple[str, ...]]
 
 
@@ -41,6 +45,11 @@ class Plan:
     gantt: Gantt
 
 
+def held(job: Job) -> list[str]:
+    """What `job` books on its site's gantt: its nodes and its VLANs."""
+    return job.nodes + kavlan.slots(job.vlans) if job.vlans else job.nodes
+
+
 class JobBook:
     """Jobs, their requirements and state history; callers hold the simulator lock."""
 
@@ -56,6 +65,7 @@ class JobBook:
         # site -> its next event time (None: nothing due); a missing key means "recompute".
         self._site_next: dict[str, float | None] = {}
         self._plans: dict[str, Plan] = {}
+        self._shared_needs: dict[tuple[PartNeed, ...], list[PartNeed]] = {}
         # False: every pass plans every waiting job from scratch (the original algorithm, kept for comparison).
         self.incremental = True
 
@@ -75,9 +85,15 @@ class JobBook:
         if job.state != "waiting" and len(self.history[job.uid]) == 1:
             self.history[job.uid].append((job.state, now))
         if not job.final:
-            self._needs[job.uid] = needs
+            self._needs[job.uid] = self._share(needs)
             self._live.setdefault(job.site, {})[job.uid] = job
         self.touch(job.site)
+
+    def _share(self, needs: list[PartNeed]) -> list[PartNeed]:
+        """The same list for alike requests, so that the planner knows them apart from others at once."""
+        if len(self._shared_needs) >= SHARED_NEEDS_LIMIT:
+            self._shared_needs.clear()
+        return self._shared_needs.setdefault(tuple(needs), needs)
 
     def touch(self, site: str) -> None:
         """Forget `site`'s cached next event: one of its jobs changed."""
@@ -136,9 +152,9 @@ class JobBook:
             if job.uid == exclude:
                 continue
             if job.state in ACTIVE_STATES or job.reservation is not None:
-                gantt.add(job.nodes, self.start_of(job), self.start_of(job) + job.walltime)
+                gantt.add(held(job), self.start_of(job), self.start_of(job) + job.walltime)
             elif predicted and job.scheduled_at is not None:
-                gantt.add(job.nodes, job.scheduled_at, job.scheduled_at + job.walltime)
+                gantt.add(held(job), job.scheduled_at, job.scheduled_at + job.walltime)
         return gantt
 
     def reschedule(self, site: str, t: float) -> Gantt:
@@ -167,11 +183,11 @@ class JobBook:
         for job in waiting[len(kept) :]:
             needs = self._needs[job.uid]
             if job.submitted_at + self.prediction_delay > t:
-                job.scheduled_at, job.nodes = None, []
+                job.scheduled_at, job.nodes, job.vlans = None, [], []
             else:
-                job.scheduled_at, job.nodes = planner.place(needs, job.walltime, t)
-                gantt.add(job.nodes, job.scheduled_at, job.scheduled_at + job.walltime)
-            kept.append(Placement(job.uid, needs, job.walltime, job.scheduled_at, job.nodes))
+                job.scheduled_at, placed = planner.place(needs, job.walltime, t)
+                job.nodes, job.vlans = kavlan.split(placed)
+            kept.append(Placement(job.uid, needs, job.walltime, job.scheduled_at, held(job)))
         self._plans[site] = Plan(t, booked, kept, gantt)
         self.touch(site)
         return gantt
@@ -200,11 +216,12 @@ class JobBook:
         gantt = self.gantt(site)
         for job in self._waiting(site):
             if job.submitted_at + self.prediction_delay > t:
-                job.scheduled_at, job.nodes = None, []
+                job.scheduled_at, job.nodes, job.vlans = None, [], []
                 continue
-            start, nodes = earliest(gantt, self._needs[job.uid], job.walltime, t)
-            job.scheduled_at, job.nodes = start, nodes
-            gantt.add(nodes, start, start + job.walltime)
+            start, placed = earliest(gantt, self._needs[job.uid], job.walltime, t)
+            job.scheduled_at = start
+            job.nodes, job.vlans = kavlan.split(placed)
+            gantt.add(placed, start, start + job.walltime)
         self._plans.pop(site, None)
         self.touch(site)
         return gantt
@@ -216,7 +233,7 @@ class JobBook:
 
     def _booked(self, site: str) -> list[Booked]:
         return [
-            (job.uid, start, start + job.walltime, tuple(job.nodes))
+            (job.uid, start, start + job.walltime, tuple(held(job)))
             for job in self.live(site)
             if job.state in ACTIVE_STATES or job.reservation is not None
             for start in (self.start_of(job),)

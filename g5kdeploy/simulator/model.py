@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from g5kdeploy.simulator import walltime
+from g5kdeploy.simulator import kavlan, walltime
 from g5kdeploy.simulator.background import BackgroundLoad
 from g5kdeploy.simulator.clock import ScaledClock
 from g5kdeploy.simulator.config import SimConfig
@@ -24,7 +24,7 @@ from g5kdeploy.simulator.errors import FORBIDDEN, ApiError, job_not_found, oar_j
 from g5kdeploy.simulator.jobbook import JobBook
 from g5kdeploy.simulator.oarsub import paris_time
 from g5kdeploy.simulator.persistence import load_state, restore, save_state, snapshot
-from g5kdeploy.simulator.records import FINAL_STATES, Job, as_flag
+from g5kdeploy.simulator.records import ACTIVE_STATES, FINAL_STATES, Job
 from g5kdeploy.simulator.reference import load_reference
 from g5kdeploy.simulator.render import deployment_item, job_item
 from g5kdeploy.simulator.requirements import Requirements
@@ -120,7 +120,7 @@ class Simulator:
             self._advance()
             now = self._processed
             spec = self.requirements.check(site, body, now)
-            reserved = (
+            reserved, reserved_vlans = kavlan.split(
                 self._check_reservation(site, spec.needs, spec.walltime, spec.reservation)
                 if spec.reservation is not None
                 else []
@@ -142,6 +142,7 @@ class Simulator:
                 reservation=spec.reservation,
                 scheduled_at=spec.reservation,
                 nodes=reserved,
+                vlans=reserved_vlans,
             )
             self._book.add(job, spec.needs, now)
             self._reschedule_and_fill(site, now)
@@ -169,7 +170,7 @@ class Simulator:
             )
             if job.state == "waiting":
                 # A job that never started holds no nodes: its prediction must not outlive it.
-                job.scheduled_at, job.nodes = None, []
+                job.scheduled_at, job.nodes, job.vlans = None, [], []
             self._book.finish(job, now, "error")
             self._reschedule_and_fill(site, now)
             self._save()
@@ -178,26 +179,34 @@ class Simulator:
     def walltime_info(self, site: str, uid: int) -> dict[str, Any]:
         return self._locked(lambda: walltime.info(self._job(site, uid, oar_job_not_found), self.prefix))
 
-    def change_walltime(self, site: str, uid: int, user: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def change_walltime(self, site: str, uid: int, user: str, request: walltime.ChangeRequest) -> str:
+        """OAR's answer to a change request; a change the nodes cannot take now is dropped, not kept pending."""
         with self._lock:
             job = self._job(site, uid, oar_job_not_found)
-            if job.user != user:
-                raise ApiError(403, FORBIDDEN)
-            what = f"jobs/{uid}/walltime.json"
-            if job.state != "running":
-                raise self.requirements.relay(site, what, f"Walltime change can only be done for running jobs ({uid})")
-            new = self.requirements.new_walltime(site, what, job.walltime, str(body["walltime"]))
-            delay_next = as_flag(body.get("delay_next_jobs", False))
-            accepted = walltime.apply_change(self._book, job, new, delay_next, self._processed)
-            if accepted:
+            delta = walltime.requested_delta(job, request.walltime)
+            walltime.check_allowed(job, user, request)
+            assert job.started_at is not None
+            # OAR never lets a decrease end the job before now.
+            delta = max(delta, -int(job.started_at + job.walltime - self._processed))
+            text = walltime.answer(job)
+            delay_next = request.delay_next_jobs == "yes"
+            if walltime.apply_change(self._book, job, job.walltime + delta, delay_next, self._processed):
                 self._reschedule_and_fill(site, self._processed)
                 self._save()
+            return text
+
+    def vlan_holders(self, site: str) -> dict[str, tuple[str, list[str]]]:
+        """Each VLAN of `site` a started job holds: (its owner, its nodes)."""
+
+        def holders() -> dict[str, tuple[str, list[str]]]:
             return {
-                "uid": uid,
-                "status": "Accepted" if accepted else "Delayed",
-                "walltime": walltime.oar_hms(job.walltime),
-                "message": f"walltime change request accepted for job {uid}, it will be handled shortly.",
+                vlan: (job.user, list(job.nodes))
+                for job in self._book.live(site)
+                if job.state in ACTIVE_STATES
+                for vlan in job.vlans
             }
+
+        return self._locked(holders)
 
     def status(self, site: str, cluster: str | None, query: Mapping[str, str], anonymous: bool) -> dict[str, Any]:
         """The site (or cluster) status; its `uid` and its jobs come from the same instant."""
@@ -262,7 +271,7 @@ class Simulator:
         return job
 
     def _check_reservation(self, site: str, needs: list[PartNeed], walltime: int, start: float) -> list[str]:
-        """The nodes a reservation gets; OAR validates it against started jobs and other reservations only."""
+        """The nodes (and VLAN slots) a reservation gets; OAR validates it against started jobs and reservations."""
         gantt = self._book.gantt(site)
         nodes = fit(gantt, needs, start, start + walltime)
         if nodes is None:

@@ -12,7 +12,7 @@ DEFAULT_WALLTIME = 3600
 ALL = -1
 _NODE_LEVELS = {"nodes", "node", "host", "network_address"}
 _CORE_LEVELS = {"cpu", "core", "gpu", "thread"}
-_NON_NODE = {"vlan", "subnet", "disk"}
+_NON_NODE = {"subnet", "disk"}
 _WALLTIME = re.compile(r"(?:^|,)\s*walltime\s*=\s*(\d+)(?::(\d+))?(?::(\d+))?\s*$")
 _LEVEL = re.compile(r"^\s*([a-z_0-9]+)\s*=\s*(\d+|ALL|BEST)\s*$", re.IGNORECASE)
 _RESERVATION = re.compile(r"^\s*(?:(\d{4})-(\d{1,2})-(\d{1,2})\s+)?(\d{1,2})(?::(\d{1,2}))?(?::(\d{1,2}))?\s*$")
@@ -24,11 +24,12 @@ class ResourceSyntaxError(ValueError):
 
 @dataclass(frozen=True)
 class Part:
-    """One `+`-separated part of a request: `count` whole nodes matching `sql` (ALL = every match)."""
+    """One `+`-separated part of a request: `count` whole nodes (or VLANs) matching `sql` (ALL = every match)."""
 
     sql: str
     count: int
     same_cluster: bool = False
+    vlan: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def _parse_part(text: str) -> Part:
         sql, text = text[1:end].strip(), text[end + 1 :].lstrip("/ ")
     count: int | None = None
     same_cluster = False
+    vlan = False
     for level in (lvl for lvl in text.split("/") if lvl.strip()):
         match = _LEVEL.match(level)
         if not match:
@@ -78,7 +80,10 @@ def _parse_part(text: str) -> Part:
         if name in _NON_NODE or name.startswith("slash_"):
             # Dropping the part would hand out a job without the VLAN/subnet/disk the caller relies on.
             raise ResourceSyntaxError(f"{name} resources are not allocated by the simulator")
-        if name in _NODE_LEVELS:
+        if name == "vlan":
+            # `{type='kavlan-local'}/vlan=1`: the part is VLANs, of the type its braces name.
+            count, vlan = number, True
+        elif name in _NODE_LEVELS and not vlan:
             count = number
         elif name == "cluster":
             same_cluster = number == 1
@@ -89,7 +94,7 @@ def _parse_part(text: str) -> Part:
         count = 1
     if count == 0:
         raise ResourceSyntaxError("a resource count must be positive")
-    return Part(sql, count, same_cluster)
+    return Part(sql, count, same_cluster, vlan)
 
 
 def parse_resources(text: str | None) -> Request:

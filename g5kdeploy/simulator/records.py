@@ -49,6 +49,8 @@ class Job:
     stopped_at: float | None = None
     exit_code: int | None = None
     nodes: list[str] = field(default_factory=list)
+    # KaVLAN VLAN ids (as strings, as OAR lists them) the job holds beside its nodes.
+    vlans: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     message: str = "FIFO scheduling OK"
     background: bool = False

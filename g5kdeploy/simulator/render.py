@@ -76,6 +76,8 @@ def job_item(job: Job, prefix: str, cores: Mapping[str, int], resources: bool = 
     if resources:
         data["assigned_nodes"] = list(job.nodes)
         data["resources_by_type"] = {"cores": [f"{node}/{i}" for node in job.nodes for i in range(cores.get(node, 1))]}
+        if job.vlans:
+            data["resources_by_type"]["vlans"] = list(job.vlans)
     data["links"] = [
         link("self", f"{prefix}/sites/{job.site}/jobs/{job.uid}"),
         link("parent", f"{prefix}/sites/{job.site}"),

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from g5kdeploy.simulator import kavlan
 from g5kdeploy.simulator.errors import ApiError, oar_relay
 from g5kdeploy.simulator.oarsub import (
     ReservationDateError,
     ResourceSyntaxError,
     parse_resources,
-    parse_walltime,
     parse_window,
 )
 from g5kdeploy.simulator.properties import PropertyError, compile_properties
@@ -135,24 +134,14 @@ class Requirements:
     def needs_for(self, job: Job) -> list[PartNeed]:
         return self._needs(job.site, parse_resources(job.resources).parts, job.properties, job.types, job.queue)
 
-    def new_walltime(self, site: str, what: str, current: int, request: str) -> int:
-        """`+h:m:s`/`-h:m:s` relative or `h:m:s` absolute, as oarwalltime takes it."""
-        match = re.fullmatch(r"\s*([+-]?)\s*(\d+(?::\d+){0,2})\s*", request)
-        if not match:
-            raise self.relay(site, what, f"Invalid walltime change request: {request}")
-        delta = parse_walltime(match.group(2))
-        new = current + delta if match.group(1) == "+" else current - delta if match.group(1) == "-" else delta
-        if new <= 0:
-            raise self.relay(site, what, f"Invalid walltime change request: {request}")
-        return new
-
     def _needs(
         self, site: str, parts: tuple[Any, ...], properties: str, types: list[str], queue: str
     ) -> list[PartNeed]:
         try:
             job_filter = compile_properties(properties, self.columns)
-            part_filters = [compile_properties(part.sql, self.columns) for part in parts]
-        except PropertyError as exc:
+            part_filters = [compile_properties("" if part.vlan else part.sql, self.columns) for part in parts]
+            vlans = {i: kavlan.candidates(self.reference.sites[site], p.sql) for i, p in enumerate(parts) if p.vlan}
+        except (PropertyError, kavlan.VlanFilterError) as exc:
             raise self.relay(site, "jobs.json", f"{_OARSUB_PREFIX}Bad resource request ({exc})") from exc
         wanted_queue = _QUEUES[queue]
         clusters = self.reference.collection(site, "clusters")
@@ -165,8 +154,12 @@ class Requirements:
             and job_filter(n.props)
         ]
         needs = [
-            PartNeed(tuple((n.cluster, n.fqdn) for n in nodes if part_filter(n.props)), part.count, part.same_cluster)
-            for part, part_filter in zip(parts, part_filters, strict=True)
+            PartNeed(vlans[i], part.count)
+            if part.vlan
+            else PartNeed(
+                tuple((n.cluster, n.fqdn) for n in nodes if part_filter(n.props)), part.count, part.same_cluster
+            )
+            for i, (part, part_filter) in enumerate(zip(parts, part_filters, strict=True))
         ]
         # Every node free: if the request does not fit now, it never will.
         if fit(Gantt(), needs, 0.0, 1.0) is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from g5kdeploy.simulator import walltime
 from g5kdeploy.simulator.app import known_site, require_user, respond, simulator, text
 from g5kdeploy.simulator.errors import (
     JSON_TOO_DEEP,
@@ -160,9 +161,14 @@ def walltime_change(site: str, uid: str) -> Response:
     if not request.is_json:
         raise ApiError(415, f"Content-Type '{request.content_type or ''}' is not supported")
     body = _json_body()
-    if not isinstance(body, dict) or not isinstance(body.get("walltime"), str):
-        raise ApiError(400, "The walltime change request is not valid: walltime must be a string")
-    return respond(simulator().change_walltime(site, _job_uid(uid, oar_job_not_found), login, body), status=202)
+    change = walltime.parse_request(body if isinstance(body, dict) else {})
+    answer = simulator().change_walltime(site, _job_uid(uid, oar_job_not_found), login, change)
+    location = _absolute(f"{simulator().prefix}/sites/{site}/jobs/{uid}/walltime")
+    # g5k-api renders OAR's text with `render json:`, which sends a String as it is: the body is not JSON,
+    # yet its content type is the negotiated JSON one.
+    response = respond(None, status=202, headers={"Location": location})
+    response.set_data(answer)
+    return response
 
 
 @jobs_blueprint.get("/sites/<site>/deployments")

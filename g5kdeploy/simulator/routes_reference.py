@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -32,11 +33,17 @@ _TREE_ENDPOINTS = {
 # The reference API is a git repository behind a cache; the live documents (status) are not cached.
 _CACHE_CONTROL = "public, max-age=60"
 _LIVE_ENDPOINTS = {"reference.site_status", "reference.cluster_status", "reference.health"}
+# The development version the real front proxy also serves; `create_app` registers the API under it too.
+SID = "/sid"
+# The bundled inventory is one commit of the reference repository: the g5k-api v3.11.13 release it comes with.
+_COMMIT_DATE = "Tue, 18 Mar 2025 09:14:22 GMT"
+_COMMIT_AUTHOR = "Alexandre MERLIN"
+_COMMIT_MESSAGE = "release v3.11.13"
 
 
 @reference_blueprint.after_request
 def _cache_headers(response: Response) -> Response:
-    if response.status_code == 200 and request.endpoint not in _LIVE_ENDPOINTS:
+    if response.status_code == 200 and f"reference.{(request.endpoint or '').partition('.')[2]}" not in _LIVE_ENDPOINTS:
         response.headers["Cache-Control"] = _CACHE_CONTROL
     return response
 
@@ -44,7 +51,9 @@ def _cache_headers(response: Response) -> Response:
 @reference_blueprint.before_request
 def _deep() -> Response | None:
     """`?deep=1` (any value: Rails tests the parameter's presence) answers the folder's whole subtree."""
-    if "deep" not in request.args or request.endpoint not in _TREE_ENDPOINTS:
+    # Under `/sid` the blueprint is registered a second time, under another name.
+    endpoint = f"reference.{(request.endpoint or '').partition('.')[2]}"
+    if "deep" not in request.args or endpoint not in _TREE_ENDPOINTS:
         return None
     path = request.path.removeprefix(_prefix()).rstrip("/")
     parts = [p for p in path.split("/") if p]
@@ -67,7 +76,9 @@ def _in_queues(cluster: dict[str, Any], queues: set[str]) -> bool:
 
 
 def _prefix() -> str:
-    return simulator().prefix
+    """The version the request came in under: links of a `/sid` answer stay under `/sid`, as the proxy's
+    `X-Api-Version` makes g5k-api write them."""
+    return SID if request.path.startswith(f"{SID}/") else simulator().prefix
 
 
 def _missing(path: str) -> ApiError:
@@ -241,3 +252,84 @@ def _environment(doc: dict[str, Any], site: str) -> dict[str, Any]:
     prefix = _prefix()
     href = f"{prefix}/sites/{site}/environments/{doc['uid']}"
     return {**doc, "links": [link("self", href), link("parent", f"{prefix}/sites/{site}")]}
+
+
+def _resource(depth: int) -> str:
+    """The reference path the request's `versions` is about (`depth` segments follow it in the URL), 404 as
+    g5k-api's VersionsController words it."""
+    parts = [p for p in request.path.removeprefix(_prefix()).split("/") if p][: -depth - 1]
+    path = "".join(f"/{p}" for p in parts)
+    if parts and simulator().reference.subtree(parts) is None:
+        raise ApiError(404, f"{path} does not exist.")
+    return path
+
+
+def _version(path: str) -> dict[str, Any]:
+    prefix, sha = _prefix(), simulator().reference.version
+    return {
+        "uid": sha,
+        "date": _COMMIT_DATE,
+        "message": _COMMIT_MESSAGE,
+        "author": _COMMIT_AUTHOR,
+        "type": "version",
+        "links": [link("self", f"{prefix}{path}/versions/{sha}"), link("parent", f"{prefix}{path}")],
+    }
+
+
+# g5k-api routes `*resource/versions` for any path; here the collections' own rules would take the `versions`
+# segment as an item's uid (`/sites/versions` as a site), so the collections get static rules of their own.
+_VERSIONED = (
+    "",
+    "/<path:resource>",
+    "/sites",
+    "/sites/<site>/clusters",
+    "/sites/<site>/clusters/<cluster>/nodes",
+    "/sites/<site>/<any(servers, pdus, network_equipments):kind>",
+)
+
+
+def _routes(suffix: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    def register(view: Callable[..., Response]) -> Callable[..., Response]:
+        for base in _VERSIONED:
+            reference_blueprint.add_url_rule(f"{base}/versions{suffix}", view_func=view)
+        return view
+
+    return register
+
+
+@_routes("")
+def versions(**_: str) -> Response:
+    """g5k-api's VersionsController#index over a history of one commit."""
+    path = _resource(0)
+    try:
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError as exc:
+        raise ApiError(400, "offset must be an integer") from exc
+    items = [_version(path)][offset:]
+    parent = path.rpartition("/")[0]
+    prefix = _prefix()
+    return respond(
+        {
+            "total": 1,
+            "offset": offset,
+            "items": items,
+            "links": [link("self", f"{prefix}{path}/versions", COLLECTION), link("parent", f"{prefix}{parent}")],
+        },
+        collection=True,
+    )
+
+
+@_routes("/latest")
+def latest_version(**_: str) -> Response:
+    path = _resource(1)
+    response = Response("", status=307)
+    response.headers["Location"] = f"{_prefix()}{path}/versions/{simulator().reference.version}"
+    return response
+
+
+@_routes("/<sha>")
+def version_item(sha: str, **_: str) -> Response:
+    path = _resource(1)
+    if sha != simulator().reference.version:
+        raise ApiError(404, f"Reference (branch or commit) '{sha}' cannot be found.")
+    return respond(_version(path))

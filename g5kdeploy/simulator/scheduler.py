@@ -6,6 +6,7 @@ start where every part finds enough nodes free for the whole walltime.
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -116,23 +117,63 @@ def grows_monotonically(needs: list[PartNeed]) -> bool:
 
 
 class Planner:
-    """`earliest` for waiting jobs placed one after another on a gantt that only grows meanwhile.
+    """Places waiting jobs one after another, each as `earliest` would, on a gantt that only grows meanwhile.
 
-    Exact shortcut for a one-part request of `count` nodes: a busier gantt never lets it start earlier, and
-    at the start where the previous identical request (same part, same walltime) found its nodes, the
-    candidates it skipped are still busy. So the next identical request resumes where that one stopped
-    instead of testing every earlier start and node again, which is what FIFO of many alike jobs costs.
+    Exact shortcuts for one-part requests of whole nodes, which is what a FIFO of many alike jobs is made
+    of. One node: a node's earliest start is the first gap of its own long enough for the walltime (its
+    start is `not_before` or the end of one of the node's intervals, so it is one of `earliest`'s candidate
+    starts), and the job takes the node with the smallest (earliest start, candidate position); a heap of
+    them serves a run of alike requests, and only the chosen node's entry changes after each one. Several
+    nodes: a busier gantt never lets a request start earlier, and at the start where the previous alike
+    request found its nodes, the candidates it skipped are still busy, so the next one resumes there.
     """
 
     def __init__(self, gantt: Gantt) -> None:
         self.gantt = gantt
-        self._resume: dict[tuple[PartNeed, float], tuple[float, int]] = {}
+        # Alike requests are the same PartNeed object (the job book shares them) with the same walltime.
+        self._resume: dict[tuple[int, float], tuple[float, int]] = {}
+        # The heap of (earliest start, candidate position) of a run of alike one-node requests, valid while
+        # nothing else is placed.
+        self._heap_key: tuple[int, float] | None = None
+        self._heap: list[tuple[float, int]] = []
 
     def place(self, needs: list[PartNeed], walltime: float, not_before: float) -> tuple[float, list[str]]:
+        """Where the next job goes; its nodes are then busy in the gantt."""
+        if len(needs) == 1 and needs[0].count == 1 and not needs[0].same_cluster:
+            return self._place_one(needs[0], walltime, not_before)
+        self._heap_key = None
         if len(needs) != 1 or needs[0].count == ALL or needs[0].same_cluster:
-            return earliest(self.gantt, needs, walltime, not_before)
-        need = needs[0]
-        key = (need, walltime)
+            start, nodes = earliest(self.gantt, needs, walltime, not_before)
+        else:
+            start, nodes = self._place_several(needs[0], walltime, not_before)
+        self.gantt.add(nodes, start, start + walltime)
+        return start, nodes
+
+    def _free_from(self, node: str, walltime: float, not_before: float) -> float:
+        start = not_before
+        for busy_from, busy_to in sorted(self.gantt.busy.get(node, ())):
+            if busy_from >= start + walltime:
+                break
+            start = max(start, busy_to)
+        return start
+
+    def _place_one(self, need: PartNeed, walltime: float, not_before: float) -> tuple[float, list[str]]:
+        key = (id(need), walltime)
+        if self._heap_key != key:
+            self._heap = [
+                (self._free_from(node, walltime, not_before), position)
+                for position, (_, node) in enumerate(need.candidates)
+            ]
+            heapq.heapify(self._heap)
+            self._heap_key = key
+        start, position = heapq.heappop(self._heap)
+        node = need.candidates[position][1]
+        self.gantt.add([node], start, start + walltime)
+        heapq.heappush(self._heap, (self._free_from(node, walltime, not_before), position))
+        return start, [node]
+
+    def _place_several(self, need: PartNeed, walltime: float, not_before: float) -> tuple[float, list[str]]:
+        key = (id(need), walltime)
         low, first = self._resume.get(key, (not_before, 0))
         ends = self.gantt.ends
         index = bisect_right(ends, not_before) if low == not_before else bisect_left(ends, low)

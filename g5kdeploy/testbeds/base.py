@@ -7,6 +7,7 @@ in the API's time; the phases never ask which one they have.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from g5kdeploy.clock import Clock
@@ -34,9 +35,12 @@ class Testbed(Protocol):
     clock: Clock
     usage_policy: bool
 
-    def preflight(self, playbook: Playbook, *, on_progress: OnProgress | None = None) -> None:
+    def preflight(
+        self, playbook: Playbook, *, on_progress: OnProgress | None = None, playbook_path: Path | None = None
+    ) -> None:
         """Fail now, before any job exists, on what would make the nodes unusable later (keys, sshd), and
-        prepare what takes long (the VM testbed's kernel), reporting progress."""
+        prepare what takes long (the VM testbed's kernel, with the patches next to ``playbook_path``), reporting
+        progress."""
         ...
 
     def job_command(self, playbook: Playbook, walltime: int) -> str:

@@ -31,7 +31,13 @@ class Grid5000Testbed:
         self._env = env
         self.clock: Clock = clock or WallClock()
 
-    def preflight(self, playbook: Playbook, *, on_progress: OnProgress | None = None) -> None:  # noqa: ARG002
+    def preflight(
+        self,
+        playbook: Playbook,
+        *,
+        on_progress: OnProgress | None = None,  # noqa: ARG002 - nothing long to prepare here
+        playbook_path: Path | None = None,  # noqa: ARG002 - nor anything next to the playbook to read
+    ) -> None:
         key = find_key(playbook.ssh.key, self._home())
         if playbook.deploy and playbook.deploy.kexec:
             public_key(key)

@@ -40,7 +40,13 @@ class LocalTestbed:
         # The simulator runs at speed 1 from the wall clock, so both agree on the time.
         self.clock: Clock = clock or WallClock()
 
-    def preflight(self, playbook: Playbook, *, on_progress: OnProgress | None = None) -> None:  # noqa: ARG002
+    def preflight(
+        self,
+        playbook: Playbook,  # noqa: ARG002 - the loopback nodes only need sshd
+        *,
+        on_progress: OnProgress | None = None,  # noqa: ARG002 - nothing long to prepare here
+        playbook_path: Path | None = None,  # noqa: ARG002 - nor anything next to the playbook to read
+    ) -> None:
         require_sshd()
 
     def job_command(self, playbook: Playbook, walltime: int) -> str:  # noqa: ARG002 - nothing to prepare

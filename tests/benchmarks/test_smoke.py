@@ -53,6 +53,14 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
             r"^target \(.*\): (met|MISSED)$",
         ],
     ),
+    "sim_scale.py": (
+        [],
+        [
+            r"^original \(from scratch\) +\d+ jobs  submit +\d+\.\d\d s  delete +\d+\.\d\d s  total +\d+\.\d\d s$",
+            r"^ratio original/incremental at \d+ jobs: \d+\.\dx$",
+            r"^target \(\d+ jobs submitted then deleted <= 10 s, at 1000 jobs\): (met|MISSED)$",
+        ],
+    ),
     "collect.py": (
         [],
         [

@@ -150,4 +150,4 @@ def test_expectation_has_no_marker():
     expectation = KadeployMethod(public_key_text=KEY).expectation(cast(DeployContext, None))
     assert expectation.rebooted and expectation.kernel_options and expectation.exporter
     assert not expectation.marker
-    assert KadeployMethod.bench_binary == "statx-bench"
+    assert KadeployMethod.system_artifacts == ("statx-bench",) and not KadeployMethod.pushes_artifacts

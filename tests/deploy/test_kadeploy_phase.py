@@ -187,7 +187,7 @@ class Bed:
     def record(self, **deploy: Any) -> RunRecord:
         """A run on the job's nodes whose playbook deploys with kadeploy; ``deploy`` overrides its fields."""
         playbook = {
-            "version": 1,
+            "version": 2,
             "name": "exp",
             "testbed": "grid5000",
             "reservation": {
@@ -278,7 +278,7 @@ def test_all_nodes_ok_are_verified_after_one_deployment(bed: Bed) -> None:
         assert state.facts.boot_id == bed.boot_id(node) != before[node]
         assert state.facts.kernel == OSRELEASE
         assert any(metric.startswith("ebpf_exporter_ebpf_program_attached") for metric in state.facts.metrics)
-    assert saved.ebpf_toggle is not None and saved.bench_binary == "statx-bench"
+    assert saved.ebpf_toggle is not None and saved.provided == []
 
     deployments = bed.deployments()
     assert len(deployments) == 1

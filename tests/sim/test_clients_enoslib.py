@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Installed by scripts/setup.sh (without its pins: see there): a missing EnOSlib fails, it does not skip.
+import enoslib as en
 import pytest
 import yaml
+from enoslib.infra.enos_g5k import g5k_api_utils, provider
 
 from g5kdeploy.simulator import SimConfig, SimServer, serve_in_thread
-
-en = pytest.importorskip("enoslib")
-g5k_api_utils = pytest.importorskip("enoslib.infra.enos_g5k.g5k_api_utils")
-provider = pytest.importorskip("enoslib.infra.enos_g5k.provider")
 
 
 @pytest.fixture

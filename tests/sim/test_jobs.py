@@ -143,7 +143,7 @@ def test_walltime_change(client):
         )
         assert r.status_code == 415
         r = requests.post(url, json={"walltime": "+1:00"}, auth=("jdoe", "pw"))
-        assert r.status_code == 400 and "running" in r.text  # still waiting/launching
+        assert (r.status_code, r.text) == (403, f"Job {job.uid} is not running")  # still waiting/launching
         time.sleep(0.3)
         assert job.walltime_change.get().walltime == "1:00:00"
         r = requests.post(url, json={"walltime": "+1:00"}, auth=("jdoe", "pw"))
@@ -157,7 +157,7 @@ def test_walltime_decrease_and_formats(client):
         job = client(srv).sites["nancy"].jobs.create({"command": "sleep 60000", "resources": "nodes=1,walltime=2"})
         time.sleep(0.05)
         r = requests.post(f"{srv.url}/sites/nancy/jobs/{job.uid}/walltime", json={"walltime": "-0:30"}, auth=AUTH)
-        assert r.status_code == 202 and r.json()["walltime"] == "1:30:00"
+        assert r.status_code == 202 and r.text.startswith("Walltime change request")
         info = job.walltime_change.get()
         assert info.walltime == "1:30:00" and info.granted == "-0:30:00" and info.pending == "0:00:00"
         requests.post(f"{srv.url}/sites/nancy/jobs/{job.uid}/walltime", json={"walltime": "+1:00:05"}, auth=AUTH)
@@ -174,10 +174,13 @@ def test_extension_does_not_push_back_waiting_jobs_unless_asked(client):
         planned = second.scheduled_at
         url = f"{srv.url}/sites/luxembourg/jobs/{first.uid}/walltime"
         r = requests.post(url, json={"walltime": "+1:00"}, auth=AUTH)
-        assert r.status_code == 202 and r.json()["status"] == "Delayed"
+        # OAR's answer is the same text either way; the extension is not granted while it would delay a job.
+        assert r.status_code == 202 and r.text.startswith("Walltime change request")
+        first.refresh()
         second.refresh()
-        assert second.scheduled_at == planned
-        r = requests.post(url, json={"walltime": "+1:00", "delay_next_jobs": "yes"}, auth=AUTH)
-        assert r.json()["status"] == "Accepted"
+        assert first.walltime == 3600 and second.scheduled_at == planned
+        r = requests.post(url, json={"walltime": "+1:00", "delay_next_jobs": True}, auth=AUTH)
+        assert r.status_code == 202
+        first.refresh()
         second.refresh()
-        assert second.scheduled_at == planned + 3600
+        assert first.walltime == 7200 and second.scheduled_at == planned + 3600

@@ -23,9 +23,9 @@ def test_offline_client_browses_the_dump_like_the_online_one(server, client):
         c.uid for c in online.sites["nancy"].clusters.list(queues="admin,default,production,testing")
     )
     node = site.clusters["gros"].nodes["gros-1"]
-    assert node.architecture["nb_cores"] == online.sites["nancy"].clusters["gros"].nodes["gros-1"].architecture[
-        "nb_cores"
-    ]
+    assert (
+        node.architecture["nb_cores"] == online.sites["nancy"].clusters["gros"].nodes["gros-1"].architecture["nb_cores"]
+    )
     assert [n.uid for n in site.clusters["gros"].nodes.list()][:2] == ["gros-1", "gros-2"]
     with pytest.raises(Grid5000GetError):
         offline.sites["atlantis"]

@@ -10,7 +10,21 @@ import pytest
 import requests
 
 NANCY_CLUSTERS = sorted(
-    ["graffiti", "graoully", "graphique", "graphite", "grappe", "grcinq", "grele", "grimani", "grimoire", "grisou", "gros", "grue", "grvingt"]
+    [
+        "graffiti",
+        "graoully",
+        "graphique",
+        "graphite",
+        "grappe",
+        "grcinq",
+        "grele",
+        "grimani",
+        "grimoire",
+        "grisou",
+        "gros",
+        "grue",
+        "grvingt",
+    ]
 )
 
 

@@ -110,9 +110,7 @@ def test_alike_waiting_jobs_queue_in_submission_order_behind_busy_nodes() -> Non
     book = JobBook(launch_seconds=5.0, prediction_delay=0.0)
     t = 1_000_000.0
     for _ in range(1000):
-        book.add(
-            Job(book.take_uid(), SITE, "jdoe", "hold", "", "", 3600, submitted_at=t), [PartNeed(NODES, 1)], t
-        )
+        book.add(Job(book.take_uid(), SITE, "jdoe", "hold", "", "", 3600, submitted_at=t), [PartNeed(NODES, 1)], t)
         book.reschedule(SITE, t)
     jobs = sorted(book.jobs.values(), key=lambda j: j.uid)
     assert [j.scheduled_at for j in jobs] == [t + 3600 * (i // len(NODES)) for i in range(1000)]

@@ -28,7 +28,7 @@ def test_malformed_reservation_is_a_local_error(server, client):
     assert "Reservation too old" in err.error_message
 
 
-@pytest.mark.parametrize("resources", ["{type='kavlan'}/vlan=1+nodes=1", "slash_22=1+nodes=1", "subnet=1+nodes=1"])
+@pytest.mark.parametrize("resources", ["slash_22=1+nodes=1", "subnet=1+nodes=1"])
 def test_non_node_resources_are_refused(server, client, resources):
     err = _refusal(client(server).sites["nancy"], {"command": "sleep 1", "resources": resources})
     assert err.response_code == 400 and "internal/oarapi/jobs.json failed with status 400" in err.error_message
